@@ -1,0 +1,660 @@
+//! The configuration file, `restreamer.json`.
+//!
+//! The format is the Go restreamer's, key for key, so an existing
+//! `restreamer.json` keeps working. Loading happens in three steps:
+//!
+//! 1. the text is parsed as JSON (syntax errors carry line and column);
+//! 2. every `""` key is dropped: the original uses them as comments, often
+//!    several in one object;
+//! 3. the result is deserialised into [`Config`] with unknown keys refused,
+//!    then [`Config::validate`] checks what types cannot express (limits that
+//!    contradict each other, URLs that cannot work, references to streams
+//!    that do not exist).
+//!
+//! Every error names the key path it is about, e.g.
+//! `resources[2].remote: unsupported scheme "rtmp"`.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::source::Upstream;
+
+/// The whole configuration of one data-plane process.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address to listen on: `host:port`, `:port`, or a service name as port
+    /// (`localhost:http`).
+    pub listen: String,
+    /// Connect timeout for upstreams, in seconds; 0 = none.
+    pub timeout: u64,
+    /// Minimum delay between upstream connection attempts, in seconds;
+    /// 0 = never reconnect after the first loss.
+    pub reconnect: u64,
+    /// Close an upstream that sends nothing for this many seconds; 0 = never.
+    pub readtimeout: u64,
+    /// Per-stream input buffer, in 188-byte packets (also sizes the kernel
+    /// receive buffer of UDP sockets).
+    pub inputbuffer: usize,
+    /// Per-client output queue, in 188-byte packets. A client that falls
+    /// further behind than this loses packets.
+    pub outputbuffer: usize,
+    /// Hard limit of concurrent stream clients, all streams together; 0 = none.
+    pub maxconnections: usize,
+    /// Soft limit: at or above it the proxy reports itself "full"; 0 = none.
+    pub fullconnections: usize,
+    /// Disable statistics.
+    pub nostats: bool,
+    /// Period of `heartbeat` notifications, in seconds.
+    pub heartbeatinterval: u64,
+    /// Access log file; empty = standard output only.
+    pub log: String,
+    /// Enable the profiler endpoint (accepted for compatibility).
+    pub profile: bool,
+    /// Users for `authentication` stanzas.
+    pub userlist: BTreeMap<String, User>,
+    /// What is served.
+    pub resources: Vec<Resource>,
+    /// Event callbacks.
+    pub notifications: Vec<Notification>,
+    /// Beyond the original: the longest time, in milliseconds, that received
+    /// packets wait to be sent to clients so they go out in batches (fewer
+    /// wake-ups and system calls per client). 0 = send every read at once.
+    pub flushms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "localhost:http".into(),
+            timeout: 0,
+            reconnect: 10,
+            readtimeout: 0,
+            inputbuffer: 1000,
+            outputbuffer: 400,
+            maxconnections: 0,
+            fullconnections: 0,
+            nostats: false,
+            heartbeatinterval: 60,
+            log: String::new(),
+            profile: false,
+            userlist: BTreeMap::new(),
+            resources: Vec::new(),
+            notifications: Vec::new(),
+            flushms: 10,
+        }
+    }
+}
+
+/// A user of the `userlist`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct User {
+    pub password: String,
+}
+
+/// What kind of thing a resource serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResourceType {
+    /// A live transport stream from one of `remotes`.
+    #[default]
+    Stream,
+    /// A file, or a remote document cached in memory.
+    Static,
+    /// One of the built-in APIs.
+    Api,
+}
+
+/// The built-in APIs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ApiKind {
+    Health,
+    Statistics,
+    Check,
+    Control,
+    Prometheus,
+}
+
+/// One served path.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Resource {
+    #[serde(rename = "type")]
+    pub kind: ResourceType,
+    /// The local path, starting with `/`.
+    pub serve: String,
+    /// One upstream URL (for `check`/`control` APIs: a stream's `serve` path).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub remote: String,
+    /// More upstream URLs; `remote`, if set, is tried as one of them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub remotes: Vec<String>,
+    /// For `type: api`: which API.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api: Option<ApiKind>,
+    /// For `type: static` with a remote URL: seconds to cache the body.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub cache: u64,
+    /// Network interface to join multicast groups on.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub clientinterface: String,
+    /// Largest datagram expected from a datagram upstream, in bytes.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub mru: usize,
+    /// A file sent to every new client before the live packets.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub preamble: String,
+    #[serde(skip_serializing_if = "Authentication::is_none")]
+    pub authentication: Authentication,
+}
+
+fn is_zero<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
+}
+
+impl Resource {
+    /// The upstream URLs in configuration order: `remote` first, then
+    /// `remotes`.
+    pub fn upstream_urls(&self) -> Vec<&str> {
+        std::iter::once(self.remote.as_str())
+            .filter(|remote| !remote.is_empty())
+            .chain(self.remotes.iter().map(String::as_str))
+            .collect()
+    }
+}
+
+/// How a resource or a notification authenticates.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Authentication {
+    #[serde(rename = "type")]
+    pub kind: AuthType,
+    pub realm: String,
+    /// A single user (notifications send this one's credentials).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub user: String,
+    /// Users allowed in.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub users: Vec<String>,
+}
+
+impl Authentication {
+    pub fn is_none(&self) -> bool {
+        self.kind == AuthType::None
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthType {
+    #[default]
+    #[serde(rename = "")]
+    None,
+    Basic,
+    Bearer,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Notification {
+    pub event: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub url: String,
+    #[serde(skip_serializing_if = "Authentication::is_none")]
+    pub authentication: Authentication,
+}
+
+/// A configuration problem: where it is, and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Key path, e.g. `resources[2].remote`; empty for the whole document.
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// Every problem found in one configuration document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, error) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{error}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+impl ConfigErrors {
+    fn one(path: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigErrors(vec![ConfigError {
+            path: path.into(),
+            message: message.into(),
+        }])
+    }
+}
+
+impl Config {
+    /// Reads and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigErrors::one("", format!("cannot read {}: {e}", path.display())))?;
+        Config::parse(&text)
+    }
+
+    /// Parses and validates a configuration document.
+    pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
+        let mut document: serde_json::Value = serde_json::from_str(text)
+            .map_err(|e| ConfigErrors::one("", format!("invalid JSON: {e}")))?;
+        strip_comments(&mut document);
+        let config: Config = serde_path_to_error::deserialize(document).map_err(|e| {
+            let path = e.path().to_string();
+            let path = if path == "." { String::new() } else { path };
+            ConfigErrors::one(path, e.into_inner().to_string())
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what the types alone cannot: every problem is reported, not
+    /// just the first.
+    pub fn validate(&self) -> Result<(), ConfigErrors> {
+        let mut errors = Vec::new();
+        let mut error = |path: String, message: String| errors.push(ConfigError { path, message });
+
+        if let Err(message) = parse_listen(&self.listen) {
+            error("listen".into(), message);
+        }
+        if self.inputbuffer == 0 {
+            error("inputbuffer".into(), "must be at least 1 packet".into());
+        }
+        if self.outputbuffer == 0 {
+            error("outputbuffer".into(), "must be at least 1 packet".into());
+        }
+        if self.maxconnections > 0 && self.fullconnections > self.maxconnections {
+            error(
+                "fullconnections".into(),
+                format!(
+                    "soft limit {} is above the hard limit maxconnections {}",
+                    self.fullconnections, self.maxconnections
+                ),
+            );
+        }
+
+        let stream_paths: HashSet<&str> = self
+            .resources
+            .iter()
+            .filter(|r| r.kind == ResourceType::Stream)
+            .map(|r| r.serve.as_str())
+            .collect();
+        let mut served = HashSet::new();
+        for (i, resource) in self.resources.iter().enumerate() {
+            let at = |key: &str| format!("resources[{i}].{key}");
+            if !resource.serve.starts_with('/') {
+                error(
+                    at("serve"),
+                    format!("{:?} must start with /", resource.serve),
+                );
+            } else if !served.insert(resource.serve.as_str()) {
+                error(at("serve"), format!("{:?} is served twice", resource.serve));
+            }
+            match resource.kind {
+                ResourceType::Stream => {
+                    let urls = resource.upstream_urls();
+                    if urls.is_empty() {
+                        error(at("remotes"), "a stream needs at least one upstream URL".into());
+                    }
+                    if !resource.remote.is_empty() {
+                        if let Err(message) = Upstream::parse(&resource.remote) {
+                            error(at("remote"), message);
+                        }
+                    }
+                    for (j, url) in resource.remotes.iter().enumerate() {
+                        if let Err(message) = Upstream::parse(url) {
+                            error(at(&format!("remotes[{j}]")), message);
+                        }
+                    }
+                }
+                ResourceType::Static => match url::Url::parse(&resource.remote) {
+                    Ok(url) if matches!(url.scheme(), "file" | "http" | "https") => {}
+                    Ok(url) => error(
+                        at("remote"),
+                        format!("unsupported scheme {:?} for a static resource", url.scheme()),
+                    ),
+                    Err(e) => error(at("remote"), format!("invalid URL {:?}: {e}", resource.remote)),
+                },
+                ResourceType::Api => match resource.api {
+                    None => error(
+                        at("api"),
+                        "an api resource needs one of health, statistics, check, control, prometheus"
+                            .into(),
+                    ),
+                    Some(ApiKind::Check | ApiKind::Control)
+                        if !stream_paths.contains(resource.remote.as_str()) =>
+                    {
+                        error(
+                            at("remote"),
+                            format!("{:?} is not the serve path of any stream", resource.remote),
+                        )
+                    }
+                    Some(_) => {}
+                },
+            }
+            self.validate_authentication(
+                &resource.authentication,
+                &at("authentication"),
+                &mut error,
+            );
+        }
+
+        for (i, notification) in self.notifications.iter().enumerate() {
+            let at = |key: &str| format!("notifications[{i}].{key}");
+            if !matches!(
+                notification.event.as_str(),
+                "limit_hit" | "limit_miss" | "heartbeat"
+            ) {
+                error(
+                    at("event"),
+                    format!(
+                        "unknown event {:?}, expected limit_hit, limit_miss or heartbeat",
+                        notification.event
+                    ),
+                );
+            }
+            if notification.kind != "url" {
+                error(
+                    at("type"),
+                    format!("unknown type {:?}, expected url", notification.kind),
+                );
+            }
+            match url::Url::parse(&notification.url) {
+                Ok(url) if matches!(url.scheme(), "http" | "https") => {}
+                Ok(url) => error(at("url"), format!("unsupported scheme {:?}", url.scheme())),
+                Err(e) => error(
+                    at("url"),
+                    format!("invalid URL {:?}: {e}", notification.url),
+                ),
+            }
+            self.validate_authentication(
+                &notification.authentication,
+                &at("authentication"),
+                &mut error,
+            );
+        }
+
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigErrors(errors))
+        }
+    }
+
+    fn validate_authentication(
+        &self,
+        auth: &Authentication,
+        at: &str,
+        error: &mut impl FnMut(String, String),
+    ) {
+        if auth.is_none() {
+            return;
+        }
+        let named = std::iter::once(&auth.user)
+            .filter(|user| !user.is_empty())
+            .chain(auth.users.iter());
+        for user in named {
+            if !self.userlist.contains_key(user) {
+                error(
+                    format!("{at}.users"),
+                    format!("user {user:?} is not in the userlist"),
+                );
+            }
+        }
+    }
+
+    pub fn timeout(&self) -> Option<Duration> {
+        seconds(self.timeout)
+    }
+
+    pub fn readtimeout(&self) -> Option<Duration> {
+        seconds(self.readtimeout)
+    }
+
+    /// `None` means: never reconnect after the first loss.
+    pub fn reconnect(&self) -> Option<Duration> {
+        seconds(self.reconnect)
+    }
+
+    pub fn flush_interval(&self) -> Duration {
+        Duration::from_millis(self.flushms)
+    }
+}
+
+fn seconds(value: u64) -> Option<Duration> {
+    (value > 0).then(|| Duration::from_secs(value))
+}
+
+/// Drops every `""` key, at any depth: the original's comment convention.
+fn strip_comments(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            map.remove("");
+            map.values_mut().for_each(strip_comments);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(strip_comments),
+        _ => {}
+    }
+}
+
+/// Splits a listen address into host and port, resolving the service names
+/// that Go accepts for web servers. An empty host means every interface.
+pub fn parse_listen(listen: &str) -> Result<(String, u16), String> {
+    let (host, port) = listen
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{listen:?} is not host:port"))?;
+    let port = match port {
+        "http" | "www" => 80,
+        "https" => 443,
+        "http-alt" | "webcache" => 8080,
+        number => number.parse::<u16>().map_err(|_| {
+            format!("{listen:?}: port {number:?} is not a number or a known service")
+        })?,
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    Ok((host.to_string(), port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errors(text: &str) -> String {
+        Config::parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn empty_object_gets_the_original_defaults() {
+        let config = Config::parse("{}").unwrap();
+        assert_eq!(config.listen, "localhost:http");
+        assert_eq!(config.reconnect, 10);
+        assert_eq!(config.inputbuffer, 1000);
+        assert_eq!(config.outputbuffer, 400);
+        assert_eq!(config.heartbeatinterval, 60);
+        assert_eq!(config.maxconnections, 0);
+    }
+
+    #[test]
+    fn comment_keys_are_ignored_even_when_repeated() {
+        let config = Config::parse(
+            r#"{"": "first comment", "listen": ":8000", "": "second comment",
+                "resources": [{"": "a stream", "type": "stream", "serve": "/a",
+                               "remote": "tcp://127.0.0.1:1234"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(config.listen, ":8000");
+        assert_eq!(config.resources.len(), 1);
+    }
+
+    #[test]
+    fn remote_and_remotes_are_merged_remote_first() {
+        let config = Config::parse(
+            r#"{"resources": [{"type": "stream", "serve": "/a", "remote": "tcp://a:1",
+                               "remotes": ["tcp://b:2", "tcp://c:3"]}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            config.resources[0].upstream_urls(),
+            ["tcp://a:1", "tcp://b:2", "tcp://c:3"]
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        assert_eq!(
+            errors(r#"{"listen": ":80", "maxconnection": 5}"#)
+                .split(',')
+                .next()
+                .unwrap(),
+            "maxconnection: unknown field `maxconnection`"
+        );
+        let nested = errors(r#"{"resources": [{"type": "stream", "serve": "/a", "remtoe": "x"}]}"#);
+        assert!(
+            nested.starts_with("resources[0].remtoe: unknown field `remtoe`"),
+            "{nested}"
+        );
+    }
+
+    #[test]
+    fn wrong_types_are_named() {
+        let message = errors(r#"{"outputbuffer": "400"}"#);
+        assert!(
+            message.starts_with("outputbuffer: invalid type: string"),
+            "{message}"
+        );
+        let message = errors(r#"{"resources": [{"type": "video", "serve": "/a"}]}"#);
+        assert!(
+            message.starts_with("resources[0].type: unknown variant `video`"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn json_syntax_errors_give_line_and_column() {
+        let message = errors("{\n  \"listen\": \":80\",,\n}");
+        assert!(message.contains("line 2"), "{message}");
+    }
+
+    #[test]
+    fn values_that_cannot_work_are_refused() {
+        assert_eq!(
+            errors(r#"{"outputbuffer": 0}"#),
+            "outputbuffer: must be at least 1 packet"
+        );
+        assert_eq!(
+            errors(r#"{"inputbuffer": 0}"#),
+            "inputbuffer: must be at least 1 packet"
+        );
+        assert_eq!(
+            errors(r#"{"maxconnections": 10, "fullconnections": 11}"#),
+            "fullconnections: soft limit 11 is above the hard limit maxconnections 10"
+        );
+        assert_eq!(
+            errors(r#"{"listen": "localhost:htp"}"#),
+            "listen: \"localhost:htp\": port \"htp\" is not a number or a known service"
+        );
+    }
+
+    #[test]
+    fn bad_resources_are_named_by_index() {
+        let message = errors(
+            r#"{"resources": [
+                {"type": "stream", "serve": "/ok", "remote": "tcp://127.0.0.1:1"},
+                {"type": "stream", "serve": "/bad", "remotes": ["tcp://127.0.0.1:1", "rtmp://x/y"]},
+                {"type": "stream", "serve": "none", "remote": "tcp://127.0.0.1:1"},
+                {"type": "stream", "serve": "/empty"},
+                {"type": "api", "api": "check", "serve": "/check", "remote": "/nothere"},
+                {"type": "api", "serve": "/what"}
+            ]}"#,
+        );
+        let lines: Vec<&str> = message.lines().collect();
+        assert_eq!(
+            lines,
+            [
+                "resources[1].remotes[1]: unsupported scheme \"rtmp\" in \"rtmp://x/y\"",
+                "resources[2].serve: \"none\" must start with /",
+                "resources[3].remotes: a stream needs at least one upstream URL",
+                "resources[4].remote: \"/nothere\" is not the serve path of any stream",
+                "resources[5].api: an api resource needs one of health, statistics, check, control, prometheus",
+            ]
+        );
+    }
+
+    #[test]
+    fn duplicate_paths_and_unknown_users_are_refused() {
+        let message = errors(
+            r#"{"userlist": {"admin": {"password": "x"}},
+                "resources": [
+                {"type": "stream", "serve": "/a", "remote": "tcp://127.0.0.1:1"},
+                {"type": "stream", "serve": "/a", "remote": "tcp://127.0.0.1:1",
+                 "authentication": {"type": "basic", "realm": "r", "users": ["admin", "eve"]}}
+            ]}"#,
+        );
+        assert_eq!(
+            message,
+            "resources[1].serve: \"/a\" is served twice\n\
+             resources[1].authentication.users: user \"eve\" is not in the userlist"
+        );
+    }
+
+    #[test]
+    fn bad_notifications_are_refused() {
+        let message = errors(
+            r#"{"notifications": [{"event": "limit_hot", "type": "url", "url": "ftp://x"}]}"#,
+        );
+        assert_eq!(
+            message,
+            "notifications[0].event: unknown event \"limit_hot\", expected limit_hit, limit_miss or heartbeat\n\
+             notifications[0].url: unsupported scheme \"ftp\""
+        );
+    }
+
+    #[test]
+    fn listen_forms() {
+        assert_eq!(parse_listen(":8000").unwrap(), ("".into(), 8000));
+        assert_eq!(
+            parse_listen("localhost:http").unwrap(),
+            ("localhost".into(), 80)
+        );
+        assert_eq!(parse_listen("[::1]:8080").unwrap(), ("::1".into(), 8080));
+        assert!(parse_listen("8000").is_err());
+    }
+
+    #[test]
+    fn serialising_and_loading_again_gives_the_same_config() {
+        let text = include_str!("../../examples/restreamer.json");
+        let config = Config::parse(text).unwrap();
+        let again = Config::parse(&serde_json::to_string(&config).unwrap()).unwrap();
+        assert_eq!(config, again);
+    }
+}

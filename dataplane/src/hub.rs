@@ -1,0 +1,353 @@
+//! The fan-out hub: one per stream, between its upstream and its clients.
+//!
+//! The source publishes runs of whole packets ([`Bytes`]) into a ring that
+//! holds the most recent `outputbuffer` packets. Every client is a
+//! [`Subscriber`] with its own cursor into that ring: the packets between
+//! its cursor and the newest packet are its output queue. Publishing is
+//! therefore one push and one wake-up signal, whatever the number of
+//! clients, and every packet is held in memory once; a client's queue costs
+//! it a cursor, not a copy.
+//!
+//! A client that falls more than `outputbuffer` packets behind (its socket
+//! is slow or stalled) skips forward to the newest `outputbuffer` packets,
+//! and the packets it skipped are counted as dropped for it. Nothing it does
+//! can slow the source or any other client.
+//!
+//! The hub also carries the stream's state that clients care about: whether
+//! its upstream is connected (new clients are refused while it is not, but
+//! the connected ones stay, so a failover is a gap, not a disconnect) and
+//! whether it is closed (the stream was removed: every client ends).
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use tokio::sync::watch;
+
+use crate::align::PACKET_SIZE;
+
+/// Counters of one stream, updated by its source and its clients.
+#[derive(Debug, Default)]
+pub struct StreamCounters {
+    pub packets_received: AtomicU64,
+    pub bytes_received: AtomicU64,
+    pub packets_sent: AtomicU64,
+    pub bytes_sent: AtomicU64,
+    pub packets_dropped: AtomicU64,
+    pub bytes_dropped: AtomicU64,
+    /// Stream clients connected now.
+    pub connections: AtomicU64,
+}
+
+/// A run of whole packets and the stream position of its first packet.
+#[derive(Debug)]
+struct Chunk {
+    first_packet: u64,
+    data: Bytes,
+}
+
+impl Chunk {
+    fn end_packet(&self) -> u64 {
+        self.first_packet + (self.data.len() / PACKET_SIZE) as u64
+    }
+}
+
+#[derive(Debug)]
+struct Ring {
+    chunks: VecDeque<Chunk>,
+    /// Position of the next packet to be published.
+    head: u64,
+    closed: bool,
+}
+
+/// The fan-out point of one stream.
+#[derive(Debug)]
+pub struct Hub {
+    ring: Mutex<Ring>,
+    /// Longest queue a client may have, in packets.
+    queue_packets: u64,
+    /// Bumped on every publish and on close, to wake subscribers.
+    wake: watch::Sender<()>,
+    upstream_connected: AtomicBool,
+    pub counters: StreamCounters,
+}
+
+impl Hub {
+    /// A hub whose clients may each queue up to `queue_packets` packets.
+    pub fn new(queue_packets: usize) -> Arc<Hub> {
+        Arc::new(Hub {
+            ring: Mutex::new(Ring {
+                chunks: VecDeque::new(),
+                head: 0,
+                closed: false,
+            }),
+            queue_packets: queue_packets.max(1) as u64,
+            wake: watch::Sender::new(()),
+            upstream_connected: AtomicBool::new(false),
+            counters: StreamCounters::default(),
+        })
+    }
+
+    /// Sends a run of whole packets to every subscriber.
+    pub fn publish(&self, data: Bytes) {
+        debug_assert_eq!(data.len() % PACKET_SIZE, 0);
+        let packets = (data.len() / PACKET_SIZE) as u64;
+        if packets == 0 {
+            return;
+        }
+        self.counters
+            .packets_received
+            .fetch_add(packets, Ordering::Relaxed);
+        self.counters
+            .bytes_received
+            .fetch_add(data.len() as u64, Ordering::Relaxed);
+        {
+            let mut ring = self.ring.lock().unwrap();
+            let first_packet = ring.head;
+            ring.head += packets;
+            ring.chunks.push_back(Chunk { first_packet, data });
+            // Keep what the slowest allowed client may still need.
+            let oldest_needed = ring.head.saturating_sub(self.queue_packets);
+            while ring
+                .chunks
+                .front()
+                .is_some_and(|chunk| chunk.end_packet() <= oldest_needed)
+            {
+                ring.chunks.pop_front();
+            }
+        }
+        self.wake.send_replace(());
+    }
+
+    /// A new client, which receives what is published from now on.
+    pub fn subscribe(self: &Arc<Self>) -> Subscriber {
+        let next_packet = self.ring.lock().unwrap().head;
+        Subscriber {
+            hub: Arc::clone(self),
+            next_packet,
+            wake: self.wake.subscribe(),
+            dropped_packets: 0,
+        }
+    }
+
+    /// Ends every subscriber's stream, now and for subscribers to come.
+    pub fn close(&self) {
+        self.ring.lock().unwrap().closed = true;
+        self.wake.send_replace(());
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.ring.lock().unwrap().closed
+    }
+
+    pub fn set_upstream_connected(&self, connected: bool) {
+        self.upstream_connected.store(connected, Ordering::Relaxed);
+    }
+
+    pub fn upstream_connected(&self) -> bool {
+        self.upstream_connected.load(Ordering::Relaxed)
+    }
+
+    /// Clients connected to this hub now.
+    pub fn subscribers(&self) -> usize {
+        self.wake.receiver_count()
+    }
+}
+
+/// One client's view of a hub: a cursor into its ring.
+#[derive(Debug)]
+pub struct Subscriber {
+    hub: Arc<Hub>,
+    /// Position of the next packet this client is to receive.
+    next_packet: u64,
+    wake: watch::Receiver<()>,
+    dropped_packets: u64,
+}
+
+impl Subscriber {
+    /// The next run of packets for this client, waiting for one if none is
+    /// there yet; `None` once the hub is closed.
+    pub async fn next(&mut self) -> Option<Bytes> {
+        loop {
+            // Mark the signal seen before looking, so that a publish after
+            // the look wakes us.
+            self.wake.borrow_and_update();
+            match self.try_next() {
+                Next::Data(data) => return Some(data),
+                Next::Closed => return None,
+                Next::Empty => {}
+            }
+            if self.wake.changed().await.is_err() {
+                return None;
+            }
+        }
+    }
+
+    fn try_next(&mut self) -> Next {
+        let ring = self.hub.ring.lock().unwrap();
+        if ring.closed {
+            return Next::Closed;
+        }
+        if self.next_packet >= ring.head {
+            return Next::Empty;
+        }
+        // Fell too far behind: skip to the newest packets that fit the queue.
+        let oldest_allowed = ring.head.saturating_sub(self.hub.queue_packets);
+        if self.next_packet < oldest_allowed {
+            let skipped = oldest_allowed - self.next_packet;
+            self.next_packet = oldest_allowed;
+            self.dropped_packets += skipped;
+            let counters = &self.hub.counters;
+            counters
+                .packets_dropped
+                .fetch_add(skipped, Ordering::Relaxed);
+            counters
+                .bytes_dropped
+                .fetch_add(skipped * PACKET_SIZE as u64, Ordering::Relaxed);
+        }
+        // The chunk holding `next_packet`: the last one starting at or before it.
+        let index = ring
+            .chunks
+            .partition_point(|chunk| chunk.first_packet <= self.next_packet)
+            - 1;
+        let chunk = &ring.chunks[index];
+        let offset = (self.next_packet - chunk.first_packet) as usize * PACKET_SIZE;
+        let data = chunk.data.slice(offset..);
+        self.next_packet = chunk.end_packet();
+        drop(ring);
+
+        let counters = &self.hub.counters;
+        counters
+            .packets_sent
+            .fetch_add((data.len() / PACKET_SIZE) as u64, Ordering::Relaxed);
+        counters
+            .bytes_sent
+            .fetch_add(data.len() as u64, Ordering::Relaxed);
+        Next::Data(data)
+    }
+
+    /// Packets this client lost because it fell behind.
+    pub fn dropped_packets(&self) -> u64 {
+        self.dropped_packets
+    }
+
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
+    }
+}
+
+enum Next {
+    Data(Bytes),
+    Empty,
+    Closed,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// `count` packets numbered from `first`: the number is in byte 1.
+    fn packets(first: u8, count: usize) -> Bytes {
+        (0..count)
+            .flat_map(|i| {
+                let mut packet = [0u8; PACKET_SIZE];
+                packet[0] = 0x47;
+                packet[1] = first + i as u8;
+                packet
+            })
+            .collect::<Vec<u8>>()
+            .into()
+    }
+
+    fn numbers(data: &Bytes) -> Vec<u8> {
+        data.chunks(PACKET_SIZE).map(|packet| packet[1]).collect()
+    }
+
+    #[tokio::test]
+    async fn every_subscriber_gets_every_packet_from_when_it_joined() {
+        let hub = Hub::new(100);
+        hub.publish(packets(0, 2)); // before anyone listens
+        let mut early = hub.subscribe();
+        hub.publish(packets(2, 3));
+        let mut late = hub.subscribe();
+        hub.publish(packets(5, 1));
+        assert_eq!(numbers(&early.next().await.unwrap()), [2, 3, 4]);
+        assert_eq!(numbers(&early.next().await.unwrap()), [5]);
+        assert_eq!(numbers(&late.next().await.unwrap()), [5]);
+        assert_eq!(hub.counters.packets_sent.load(Ordering::Relaxed), 5);
+    }
+
+    #[tokio::test]
+    async fn packets_are_shared_not_copied() {
+        let hub = Hub::new(100);
+        let mut a = hub.subscribe();
+        let mut b = hub.subscribe();
+        let data = packets(0, 4);
+        hub.publish(data.clone());
+        let (x, y) = (a.next().await.unwrap(), b.next().await.unwrap());
+        assert_eq!(x.as_ptr(), data.as_ptr());
+        assert_eq!(y.as_ptr(), data.as_ptr());
+    }
+
+    #[tokio::test]
+    async fn a_slow_subscriber_skips_to_its_queue_limit_and_counts_the_loss() {
+        let hub = Hub::new(5);
+        let mut slow = hub.subscribe();
+        let mut fast = hub.subscribe();
+        for n in 0..4 {
+            hub.publish(packets(n * 3, 3));
+            assert_eq!(numbers(&fast.next().await.unwrap()).len(), 3);
+        }
+        // 12 packets published, the slow one read none: it keeps the last 5,
+        // starting in the middle of a chunk.
+        assert_eq!(numbers(&slow.next().await.unwrap()), [7, 8]);
+        assert_eq!(numbers(&slow.next().await.unwrap()), [9, 10, 11]);
+        assert_eq!(slow.dropped_packets(), 7);
+        assert_eq!(fast.dropped_packets(), 0);
+        assert_eq!(hub.counters.packets_dropped.load(Ordering::Relaxed), 7);
+    }
+
+    #[tokio::test]
+    async fn the_ring_keeps_only_what_a_client_may_still_need() {
+        let hub = Hub::new(10);
+        for n in 0..100 {
+            hub.publish(packets(n, 1));
+        }
+        assert_eq!(hub.ring.lock().unwrap().chunks.len(), 10);
+    }
+
+    #[tokio::test]
+    async fn a_waiting_subscriber_wakes_on_publish_and_ends_on_close() {
+        let hub = Hub::new(10);
+        let mut subscriber = hub.subscribe();
+        let waiter = tokio::spawn(async move {
+            let first = subscriber.next().await;
+            let after_close = subscriber.next().await;
+            (first, after_close)
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        hub.publish(packets(1, 1));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        hub.close();
+        let (first, after_close) = tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(numbers(&first.unwrap()), [1]);
+        assert!(after_close.is_none());
+        assert!(hub.subscribe().next().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn subscribers_are_counted_while_they_live() {
+        let hub = Hub::new(10);
+        let a = hub.subscribe();
+        let b = hub.subscribe();
+        assert_eq!(hub.subscribers(), 2);
+        drop(a);
+        drop(b);
+        assert_eq!(hub.subscribers(), 0);
+    }
+}

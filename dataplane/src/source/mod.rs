@@ -1,0 +1,242 @@
+//! Sources: fetching a stream from its upstreams and feeding its hub.
+//!
+//! A stream has one or more upstream URLs. Its source task shuffles them
+//! once, then connects to them round-robin: the first that connects is read
+//! until it fails, then the next one is tried, and so on, one round of
+//! attempts at most every `reconnect` seconds. While no upstream is
+//! connected the hub is marked offline, which refuses new clients, but the
+//! connected clients stay: they see a gap in the stream, not a disconnect.
+//!
+//! Reading is [`pump`]: read → [`Aligner`] → (pacing, for a file played in
+//! real time) → publish to the [`Hub`] in batches of at most `flushms`.
+//!
+//! [`Upstream`] (the parsed URL) is in `upstream.rs`, the per-scheme
+//! connections in `connection.rs`, real-time pacing in `pacing.rs`.
+
+mod connection;
+mod pacing;
+mod upstream;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rand::seq::SliceRandom;
+use tokio::time::{sleep_until, timeout, Instant};
+use tracing::{info, warn};
+
+use crate::align::{Aligner, PACKET_SIZE};
+use crate::config::{Config, Resource};
+use crate::hub::Hub;
+
+pub use connection::Connection;
+pub use pacing::Pacer;
+pub use upstream::{Upstream, UpstreamKind};
+
+/// Everything a source needs besides its URLs, taken from the config.
+#[derive(Debug, Clone)]
+pub struct SourceSettings {
+    pub connect_timeout: Option<Duration>,
+    pub read_timeout: Option<Duration>,
+    /// `None`: stay offline after the first loss.
+    pub reconnect: Option<Duration>,
+    pub flush_interval: Duration,
+    /// Packets per publish at most (a client's queue must hold several).
+    pub max_batch_packets: usize,
+    /// Input buffer in bytes (kernel receive buffer of datagram sockets).
+    pub input_buffer_bytes: usize,
+    /// Largest datagram expected, in bytes.
+    pub mru: usize,
+    /// Interface to join multicast groups on.
+    pub interface: String,
+}
+
+impl SourceSettings {
+    pub fn new(config: &Config, resource: &Resource) -> Self {
+        SourceSettings {
+            connect_timeout: config.timeout(),
+            read_timeout: config.readtimeout(),
+            reconnect: config.reconnect(),
+            flush_interval: config.flush_interval(),
+            max_batch_packets: (config.outputbuffer / 4).clamp(1, 1024),
+            input_buffer_bytes: config.inputbuffer * PACKET_SIZE,
+            mru: if resource.mru > 0 {
+                resource.mru
+            } else {
+                65536
+            },
+            interface: resource.clientinterface.clone(),
+        }
+    }
+}
+
+/// Why reading from an upstream stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("upstream closed the stream")]
+    Eof,
+    #[error("nothing received for {0:?}")]
+    ReadTimeout(Duration),
+    #[error("connect timed out after {0:?}")]
+    ConnectTimeout(Duration),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Http(String),
+}
+
+/// Runs a stream's source until the task is aborted (or, with reconnect
+/// disabled, until its upstream is lost).
+pub async fn run(
+    stream: String,
+    mut upstreams: Vec<Upstream>,
+    settings: SourceSettings,
+    hub: Arc<Hub>,
+) {
+    upstreams.shuffle(&mut rand::thread_rng());
+    let mut next = 0;
+    loop {
+        let round_started = Instant::now();
+        let mut connected = None;
+        for attempt in 0..upstreams.len() {
+            let index = (next + attempt) % upstreams.len();
+            let upstream = &upstreams[index];
+            match connect(upstream, &settings).await {
+                Ok(connection) => {
+                    connected = Some((index, connection));
+                    break;
+                }
+                Err(error) => warn!(
+                    event = "upstream-error",
+                    stream = %stream,
+                    url = %upstream,
+                    error = %error,
+                    "cannot connect to upstream"
+                ),
+            }
+        }
+
+        let Some((index, mut connection)) = connected else {
+            let Some(reconnect) = settings.reconnect else {
+                warn!(event = "upstream-offline", stream = %stream, "no upstream connected and reconnect is 0: the stream stays offline");
+                return;
+            };
+            sleep_until(round_started + reconnect).await;
+            continue;
+        };
+
+        let upstream = &upstreams[index];
+        info!(event = "upstream-connect", stream = %stream, url = %upstream, "upstream connected");
+        hub.set_upstream_connected(true);
+        let connected_at = Instant::now();
+        let error = pump(&mut connection, upstream, &settings, &hub).await;
+        hub.set_upstream_connected(false);
+        drop(connection);
+        warn!(event = "upstream-loss", stream = %stream, url = %upstream, error = %error, "upstream lost");
+
+        // Fail over to the next upstream; wait only if this connection was
+        // short-lived, so a flapping upstream is not hammered.
+        next = (index + 1) % upstreams.len();
+        let Some(reconnect) = settings.reconnect else {
+            warn!(event = "upstream-offline", stream = %stream, "reconnect is 0: the stream stays offline");
+            return;
+        };
+        sleep_until(connected_at + reconnect).await;
+    }
+}
+
+async fn connect(
+    upstream: &Upstream,
+    settings: &SourceSettings,
+) -> Result<Connection, SourceError> {
+    match settings.connect_timeout {
+        Some(limit) => timeout(limit, Connection::open(upstream, settings))
+            .await
+            .map_err(|_| SourceError::ConnectTimeout(limit))?,
+        None => Connection::open(upstream, settings).await,
+    }
+}
+
+/// Reads one connection until it fails, publishing whole packets in batches.
+/// Always returns the reason it stopped.
+pub async fn pump(
+    connection: &mut Connection,
+    upstream: &Upstream,
+    settings: &SourceSettings,
+    hub: &Hub,
+) -> SourceError {
+    let mut aligner = Aligner::new();
+    let mut pacer = upstream.realtime().then(Pacer::new);
+    // Paced reads are small, so that pacing is smooth.
+    let read_size = if pacer.is_some() {
+        7 * PACKET_SIZE
+    } else {
+        64 * 1024
+    };
+    let read_size = read_size.max(settings.mru);
+    let mut batch = Vec::new();
+    // When the oldest unpublished packet must go out at the latest.
+    let mut flush_deadline: Option<Instant> = None;
+
+    let error = loop {
+        let read = connection.read(aligner.read_buffer(read_size), read_size);
+        let read = async {
+            match settings.read_timeout {
+                Some(limit) => timeout(limit, read)
+                    .await
+                    .unwrap_or(Err(SourceError::ReadTimeout(limit))),
+                None => read.await,
+            }
+        };
+        let result = tokio::select! {
+            result = read => result,
+            _ = sleep_until(flush_deadline.unwrap_or_else(Instant::now)), if flush_deadline.is_some() => {
+                publish(&mut aligner, &mut batch, hub);
+                flush_deadline = None;
+                continue;
+            }
+        };
+        match result {
+            Ok(0) => break SourceError::Eof,
+            Ok(_) => {}
+            Err(error) => break error,
+        }
+
+        match &mut pacer {
+            Some(pacer) => {
+                aligner.scan(|packet| pacer.observe(packet));
+                // Hold the packets back until the clock reaches their PCR.
+                if let Some(due) = pacer.due() {
+                    sleep_until(due).await;
+                }
+            }
+            None => aligner.scan(|_| {}),
+        }
+
+        if aligner.packets() >= settings.max_batch_packets || settings.flush_interval.is_zero() {
+            publish(&mut aligner, &mut batch, hub);
+            flush_deadline = None;
+        } else if aligner.packets() > 0 && flush_deadline.is_none() {
+            flush_deadline = Some(Instant::now() + settings.flush_interval);
+        }
+    };
+
+    aligner.finish(|_| {});
+    publish(&mut aligner, &mut batch, hub);
+    if aligner.skipped_bytes() > 0 {
+        warn!(
+            event = "upstream-garbage",
+            url = %upstream,
+            bytes = aligner.skipped_bytes(),
+            "skipped bytes that were not MPEG-TS packets"
+        );
+    }
+    error
+}
+
+fn publish(aligner: &mut Aligner, batch: &mut Vec<Bytes>, hub: &Hub) {
+    aligner.take(batch);
+    for data in batch.drain(..) {
+        hub.publish(data);
+    }
+}
