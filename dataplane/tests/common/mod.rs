@@ -1,0 +1,482 @@
+//! Helpers for end-to-end tests: the real `restreamer` binary, real
+//! upstreams on real sockets, and real HTTP clients.
+
+#![allow(dead_code)] // each test binary uses its own share of these
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+pub const PACKET: usize = 188;
+
+/// The proxy binary, running on a config, listening on a free port.
+pub struct Proxy {
+    child: Child,
+    pub address: String,
+    logs: Arc<Mutex<Vec<String>>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Proxy {
+    /// Starts the proxy on `config` (its `listen` is set to a free port)
+    /// in the working directory `cwd`, and waits until it listens.
+    pub fn start_in(mut config: serde_json::Value, cwd: &Path) -> Proxy {
+        config["listen"] = "127.0.0.1:0".into();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("restreamer.json");
+        std::fs::write(&path, serde_json::to_string_pretty(&config).unwrap()).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_restreamer"))
+            .arg(&path)
+            .current_dir(cwd)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("cannot start restreamer");
+        let stdout = child.stdout.take().unwrap();
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (address_tx, address_rx) = mpsc::channel();
+        let lines = Arc::clone(&logs);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) {
+                    if event["event"] == "listening" {
+                        let _ = address_tx.send(event["address"].as_str().unwrap().to_string());
+                    }
+                }
+                lines.lock().unwrap().push(line);
+            }
+        });
+        let address = address_rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("restreamer did not report a listening address");
+        Proxy {
+            child,
+            address,
+            logs,
+            _dir: dir,
+        }
+    }
+
+    pub fn start(config: serde_json::Value) -> Proxy {
+        Self::start_in(config, Path::new(env!("CARGO_MANIFEST_DIR")))
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.address, path)
+    }
+
+    /// Log lines (JSON) whose `event` is `event`.
+    pub fn events(&self, event: &str) -> Vec<serde_json::Value> {
+        self.logs
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter(|line| line["event"] == event)
+            .collect()
+    }
+
+    /// Waits until an `event` has been logged `count` times.
+    pub async fn wait_for_event(&self, event: &str, count: usize) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while self.events(event).len() < count {
+            assert!(Instant::now() < deadline, "no {event} event logged in time");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The workspace root (where `examples/` is).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// A config with one stream at `/stream` from `remotes`.
+pub fn stream_config(remotes: &[String]) -> serde_json::Value {
+    serde_json::json!({
+        "reconnect": 1,
+        "timeout": 2,
+        "flushms": 5,
+        "resources": [{"type": "stream", "serve": "/stream", "remotes": remotes}]
+    })
+}
+
+/// Test packets: PID `pid`, continuity counter, and the packet's sequence
+/// number in the payload, so a receiver can tell order, loss and source.
+pub struct PacketSource {
+    pub pid: u16,
+    pub next: u64,
+}
+
+impl PacketSource {
+    pub fn new(pid: u16) -> Self {
+        PacketSource { pid, next: 0 }
+    }
+
+    /// The next `count` packets, back to back.
+    pub fn packets(&mut self, count: usize) -> Vec<u8> {
+        let mut out = Vec::with_capacity(count * PACKET);
+        for _ in 0..count {
+            let mut packet = [0xffu8; PACKET];
+            packet[0] = 0x47;
+            packet[1..3].copy_from_slice(&self.pid.to_be_bytes());
+            packet[3] = 0x10 | (self.next % 16) as u8; // payload only, CC
+            packet[4..12].copy_from_slice(&self.next.to_be_bytes());
+            out.extend_from_slice(&packet);
+            self.next += 1;
+        }
+        out
+    }
+}
+
+/// What a client received, decoded packet by packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Received {
+    pub pid: u16,
+    pub sequence: u64,
+}
+
+/// Checks that `data` is whole TS packets and decodes the test packets.
+pub fn decode(data: &[u8]) -> Vec<Received> {
+    assert_eq!(data.len() % PACKET, 0, "not a whole number of packets");
+    data.chunks(PACKET)
+        .map(|packet| {
+            assert_eq!(packet[0], 0x47, "packet does not start with the sync byte");
+            Received {
+                pid: u16::from_be_bytes([packet[1], packet[2]]) & 0x1fff,
+                sequence: u64::from_be_bytes(packet[4..12].try_into().unwrap()),
+            }
+        })
+        .collect()
+}
+
+/// Counts the sequence numbers missing between consecutive packets.
+pub fn gaps(received: &[Received]) -> u64 {
+    received
+        .windows(2)
+        .map(|pair| pair[1].sequence.saturating_sub(pair[0].sequence + 1))
+        .sum()
+}
+
+/// A streaming HTTP client on a raw socket, so tests see exactly what a
+/// player would (status, headers, then the de-chunked body).
+pub struct Client {
+    socket: TcpStream,
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    buffered: Vec<u8>,
+    chunked: bool,
+    /// Bytes left in the current chunk.
+    chunk_left: usize,
+    /// The current chunk is done; its CRLF is next.
+    expect_crlf: bool,
+}
+
+impl Client {
+    pub async fn get(url: &str) -> Client {
+        Self::request("GET", url).await
+    }
+
+    pub async fn request(method: &str, url: &str) -> Client {
+        let socket = connect(url).await;
+        Self::request_on(socket, method, url).await
+    }
+
+    /// Sends the request on `socket` and reads the response head.
+    pub async fn request_on(mut socket: TcpStream, method: &str, url: &str) -> Client {
+        let (host, path) = split_url(url);
+        let request =
+            format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: test\r\n\r\n");
+        socket.write_all(request.as_bytes()).await.unwrap();
+        let mut buffered = Vec::new();
+        let head_end = loop {
+            if let Some(end) = find(&buffered, b"\r\n\r\n") {
+                break end;
+            }
+            let mut chunk = [0u8; 4096];
+            let n = tokio::time::timeout(Duration::from_secs(10), socket.read(&mut chunk))
+                .await
+                .expect("no response head in time")
+                .unwrap();
+            assert!(n > 0, "connection closed before the response head");
+            buffered.extend_from_slice(&chunk[..n]);
+        };
+        let head = String::from_utf8_lossy(&buffered[..head_end]).to_string();
+        buffered.drain(..head_end + 4);
+        let mut lines = head.lines();
+        let status = lines
+            .next()
+            .unwrap()
+            .split(' ')
+            .nth(1)
+            .unwrap()
+            .parse()
+            .unwrap();
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|line| line.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+            .collect();
+        let chunked = headers
+            .iter()
+            .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"));
+        Client {
+            socket,
+            status,
+            headers,
+            buffered,
+            chunked,
+            chunk_left: 0,
+            expect_crlf: false,
+        }
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Reads more raw bytes from the socket into the buffer; false at EOF.
+    async fn fill(&mut self) -> bool {
+        let mut chunk = vec![0u8; 64 * 1024];
+        let n = self.socket.read(&mut chunk).await.unwrap_or(0);
+        self.buffered.extend_from_slice(&chunk[..n]);
+        n > 0
+    }
+
+    /// The next piece of body; `None` at the end of the body.
+    pub async fn next_body(&mut self) -> Option<Vec<u8>> {
+        if !self.chunked {
+            if self.buffered.is_empty() && !self.fill().await {
+                return None;
+            }
+            return Some(std::mem::take(&mut self.buffered));
+        }
+        loop {
+            if self.chunk_left > 0 {
+                if self.buffered.is_empty() && !self.fill().await {
+                    return None;
+                }
+                let n = self.chunk_left.min(self.buffered.len());
+                self.chunk_left -= n;
+                self.expect_crlf = self.chunk_left == 0;
+                return Some(self.buffered.drain(..n).collect());
+            }
+            if self.expect_crlf {
+                while self.buffered.len() < 2 {
+                    if !self.fill().await {
+                        return None;
+                    }
+                }
+                assert_eq!(&self.buffered[..2], b"\r\n", "chunk not followed by CRLF");
+                self.buffered.drain(..2);
+                self.expect_crlf = false;
+            }
+            let line_end = loop {
+                if let Some(end) = find(&self.buffered, b"\r\n") {
+                    break end;
+                }
+                if !self.fill().await {
+                    return None;
+                }
+            };
+            let size_line = String::from_utf8_lossy(&self.buffered[..line_end]).to_string();
+            self.buffered.drain(..line_end + 2);
+            let size = usize::from_str_radix(size_line.split(';').next().unwrap().trim(), 16)
+                .expect("bad chunk size");
+            if size == 0 {
+                return None;
+            }
+            self.chunk_left = size;
+        }
+    }
+
+    /// Reads body bytes until at least `bytes` arrived or `limit` passed.
+    pub async fn read_body(&mut self, bytes: usize, limit: Duration) -> Vec<u8> {
+        let mut body = Vec::new();
+        let deadline = tokio::time::Instant::now() + limit;
+        while body.len() < bytes {
+            match tokio::time::timeout_at(deadline, self.next_body()).await {
+                Ok(Some(data)) => body.extend_from_slice(&data),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        body
+    }
+
+    /// Reads whole packets for `duration` (or until the body ends).
+    pub async fn read_for(&mut self, duration: Duration) -> Vec<u8> {
+        let mut body = self.read_body(usize::MAX, duration).await;
+        // Complete the last packet, which may straddle the deadline.
+        while body.len() % PACKET != 0 {
+            match tokio::time::timeout(Duration::from_secs(5), self.next_body()).await {
+                Ok(Some(data)) => body.extend_from_slice(&data),
+                _ => break,
+            }
+        }
+        let whole = body.len() / PACKET * PACKET;
+        body.truncate(whole);
+        body
+    }
+}
+
+pub async fn connect(url: &str) -> TcpStream {
+    let (host, _) = split_url(url);
+    TcpStream::connect(host)
+        .await
+        .expect("cannot connect to the proxy")
+}
+
+fn split_url(url: &str) -> (String, String) {
+    let rest = url.strip_prefix("http://").expect("http URL");
+    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+    (host.to_string(), format!("/{path}"))
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Whether a program is on the PATH.
+pub fn have(program: &str) -> bool {
+    Command::new(program)
+        .arg("-version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok()
+}
+
+/// ffprobe's list of stream codec types (e.g. ["video", "audio"]) for a
+/// file, or `None` when ffprobe is not installed (it must be in CI).
+pub fn ffprobe_codec_types(path: &Path) -> Option<Vec<String>> {
+    if !have("ffprobe") {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "ffprobe is required in CI (apt-get install ffmpeg)"
+        );
+        eprintln!("ffprobe not installed: skipping the decoder check");
+        return None;
+    }
+    let output = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=codec_type",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(path)
+        .output()
+        .unwrap();
+    Some(
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .map(|line| line.trim().trim_end_matches(',').to_string())
+            .filter(|line| !line.is_empty())
+            .collect(),
+    )
+}
+
+/// Writes test packets to `writer` at `packets_per_second`, every 10 ms, in
+/// writes that end anywhere but on packet boundaries. Runs until the writer
+/// fails (the reader went away).
+pub async fn produce<W: tokio::io::AsyncWrite + Unpin>(
+    mut writer: W,
+    pid: u16,
+    packets_per_second: usize,
+) {
+    let mut source = PacketSource::new(pid);
+    let per_tick = (packets_per_second / 100).max(1);
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    loop {
+        tick.tick().await;
+        let data = source.packets(per_tick);
+        for piece in data.chunks(1000) {
+            if writer.write_all(piece).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Sends test packets as datagrams of 7 packets at `packets_per_second`.
+pub async fn produce_datagrams<F, Fut>(mut send: F, pid: u16, packets_per_second: usize)
+where
+    F: FnMut(Vec<u8>) -> Fut,
+    Fut: std::future::Future<Output = std::io::Result<usize>>,
+{
+    let mut source = PacketSource::new(pid);
+    let per_tick = (packets_per_second / 100).max(7);
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    loop {
+        tick.tick().await;
+        for datagram in source.packets(per_tick).chunks(7 * PACKET) {
+            // A datagram socket with no reader yet refuses: keep trying.
+            let _ = send(datagram.to_vec()).await;
+        }
+    }
+}
+
+/// A TCP upstream that streams test packets to everyone who connects, until
+/// it is dropped (which closes its listener and every connection).
+pub struct TcpUpstream {
+    pub address: String,
+    pub connections: Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TcpUpstream {
+    pub async fn start(pid: u16, packets_per_second: usize) -> TcpUpstream {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = Arc::clone(&connections);
+        let task = tokio::spawn(async move {
+            let mut streams = tokio::task::JoinSet::new();
+            loop {
+                let (socket, _) = listener.accept().await.unwrap();
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                streams.spawn(produce(socket, pid, packets_per_second));
+            }
+        });
+        TcpUpstream {
+            address,
+            connections,
+            task,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("tcp://{}", self.address)
+    }
+
+    pub fn connections(&self) -> usize {
+        self.connections.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for TcpUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
