@@ -65,6 +65,17 @@ pub struct Config {
     /// packets wait to be sent to clients so they go out in batches (fewer
     /// wake-ups and system calls per client). 0 = send every read at once.
     pub flushms: u64,
+    /// Beyond the original: a second address serving only `/metrics`,
+    /// `/healthz` and `/readyz` (for Kubernetes probes and Prometheus).
+    /// Empty = those paths are served on `listen`.
+    pub adminlisten: String,
+    /// Beyond the original: seconds that stream clients keep being served
+    /// after SIGTERM, while readiness reports not ready.
+    pub draintime: u64,
+    /// Beyond the original: a JSON file of more users, in the `userlist`
+    /// format (e.g. a mounted Kubernetes Secret), so that passwords need not
+    /// be in the config itself. A relative path is relative to the config.
+    pub userfile: String,
 }
 
 impl Default for Config {
@@ -86,15 +97,25 @@ impl Default for Config {
             resources: Vec::new(),
             notifications: Vec::new(),
             flushms: 10,
+            adminlisten: String::new(),
+            draintime: 0,
+            userfile: String::new(),
         }
     }
 }
 
 /// A user of the `userlist`.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct User {
     pub password: String,
+}
+
+// Passwords must not reach logs through a `{:?}` of the config.
+impl fmt::Debug for User {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("User { password: \"...\" }")
+    }
 }
 
 /// What kind of thing a resource serves.
@@ -257,15 +278,22 @@ impl ConfigErrors {
 }
 
 impl Config {
-    /// Reads and validates a configuration file.
+    /// Reads and validates a configuration file, with its `userfile`.
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigErrors::one("", format!("cannot read {}: {e}", path.display())))?;
-        Config::parse(&text)
+        Config::parse_in(&text, path.parent().unwrap_or(Path::new(".")))
     }
 
-    /// Parses and validates a configuration document.
+    /// Parses and validates a configuration document; a relative `userfile`
+    /// is looked up in the working directory.
     pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
+        Config::parse_in(text, Path::new("."))
+    }
+
+    /// Parses and validates a configuration document whose relative paths
+    /// are relative to `base`.
+    pub fn parse_in(text: &str, base: &Path) -> Result<Config, ConfigErrors> {
         let mut document: serde_json::Value = serde_json::from_str(text)
             .map_err(|e| ConfigErrors::one("", format!("invalid JSON: {e}")))?;
         strip_comments(&mut document);
@@ -274,8 +302,31 @@ impl Config {
             let path = if path == "." { String::new() } else { path };
             ConfigErrors::one(path, e.into_inner().to_string())
         })?;
+        let config = config.with_userfile(base)?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// The users of the config plus those of its `userfile`; the file's
+    /// entries win, so a Secret can override a placeholder.
+    fn with_userfile(mut self, base: &Path) -> Result<Config, ConfigErrors> {
+        if self.userfile.is_empty() {
+            return Ok(self);
+        }
+        let path = base.join(&self.userfile);
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            ConfigErrors::one("userfile", format!("cannot read {}: {e}", path.display()))
+        })?;
+        let users: BTreeMap<String, User> =
+            serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_str(&text))
+                .map_err(|e| {
+                    ConfigErrors::one(
+                        format!("userfile {}", path.display()),
+                        format!("{}: {}", e.path(), e.inner()),
+                    )
+                })?;
+        self.userlist.extend(users);
+        Ok(self)
     }
 
     /// Checks what the types alone cannot: every problem is reported, not
@@ -286,6 +337,11 @@ impl Config {
 
         if let Err(message) = parse_listen(&self.listen) {
             error("listen".into(), message);
+        }
+        if !self.adminlisten.is_empty() {
+            if let Err(message) = parse_listen(&self.adminlisten) {
+                error("adminlisten".into(), message);
+            }
         }
         if self.inputbuffer == 0 {
             error("inputbuffer".into(), "must be at least 1 packet".into());
@@ -361,6 +417,12 @@ impl Config {
                     }
                     Some(_) => {}
                 },
+            }
+            if !resource.preamble.is_empty() && !Path::new(&resource.preamble).is_file() {
+                error(
+                    at("preamble"),
+                    format!("{:?} is not a readable file", resource.preamble),
+                );
             }
             self.validate_authentication(
                 &resource.authentication,

@@ -38,6 +38,10 @@ pub struct StreamCounters {
     pub bytes_dropped: AtomicU64,
     /// Stream clients connected now.
     pub connections: AtomicU64,
+    /// Successful upstream connections so far.
+    pub upstream_connects: AtomicU64,
+    /// Nanoseconds that clients who have left spent streaming.
+    pub client_time_ns: AtomicU64,
 }
 
 /// A run of whole packets and the stream position of its first packet.
@@ -59,14 +63,17 @@ struct Ring {
     /// Position of the next packet to be published.
     head: u64,
     closed: bool,
+    /// Bumped to disconnect every current subscriber (but not later ones).
+    epoch: u64,
 }
 
 /// The fan-out point of one stream.
 #[derive(Debug)]
 pub struct Hub {
     ring: Mutex<Ring>,
-    /// Longest queue a client may have, in packets.
-    queue_packets: u64,
+    /// Longest queue a new client may have, in packets (the ring keeps at
+    /// least this many).
+    queue_packets: AtomicU64,
     /// Bumped on every publish and on close, to wake subscribers.
     wake: watch::Sender<()>,
     upstream_connected: AtomicBool,
@@ -81,8 +88,9 @@ impl Hub {
                 chunks: VecDeque::new(),
                 head: 0,
                 closed: false,
+                epoch: 0,
             }),
-            queue_packets: queue_packets.max(1) as u64,
+            queue_packets: AtomicU64::new(queue_packets.max(1) as u64),
             wake: watch::Sender::new(()),
             upstream_connected: AtomicBool::new(false),
             counters: StreamCounters::default(),
@@ -108,7 +116,9 @@ impl Hub {
             ring.head += packets;
             ring.chunks.push_back(Chunk { first_packet, data });
             // Keep what the slowest allowed client may still need.
-            let oldest_needed = ring.head.saturating_sub(self.queue_packets);
+            let oldest_needed = ring
+                .head
+                .saturating_sub(self.queue_packets.load(Ordering::Relaxed));
             while ring
                 .chunks
                 .front()
@@ -122,13 +132,27 @@ impl Hub {
 
     /// A new client, which receives what is published from now on.
     pub fn subscribe(self: &Arc<Self>) -> Subscriber {
-        let next_packet = self.ring.lock().unwrap().head;
+        let ring = self.ring.lock().unwrap();
         Subscriber {
             hub: Arc::clone(self),
-            next_packet,
+            next_packet: ring.head,
+            epoch: ring.epoch,
+            queue_packets: self.queue_packets.load(Ordering::Relaxed),
             wake: self.wake.subscribe(),
             dropped_packets: 0,
         }
+    }
+
+    /// Changes the queue length of clients that subscribe from now on.
+    pub fn set_queue_packets(&self, packets: usize) {
+        self.queue_packets
+            .store(packets.max(1) as u64, Ordering::Relaxed);
+    }
+
+    /// Ends the stream of every current subscriber; later ones are served.
+    pub fn disconnect_all(&self) {
+        self.ring.lock().unwrap().epoch += 1;
+        self.wake.send_replace(());
     }
 
     /// Ends every subscriber's stream, now and for subscribers to come.
@@ -161,6 +185,10 @@ pub struct Subscriber {
     hub: Arc<Hub>,
     /// Position of the next packet this client is to receive.
     next_packet: u64,
+    /// The hub's epoch when this client joined; a new epoch ends it.
+    epoch: u64,
+    /// Longest queue this client may have, in packets.
+    queue_packets: u64,
     wake: watch::Receiver<()>,
     dropped_packets: u64,
 }
@@ -186,14 +214,23 @@ impl Subscriber {
 
     fn try_next(&mut self) -> Next {
         let ring = self.hub.ring.lock().unwrap();
-        if ring.closed {
+        if ring.closed || ring.epoch != self.epoch {
             return Next::Closed;
         }
         if self.next_packet >= ring.head {
             return Next::Empty;
         }
         // Fell too far behind: skip to the newest packets that fit the queue.
-        let oldest_allowed = ring.head.saturating_sub(self.hub.queue_packets);
+        // The ring may have shrunk below this client's queue (a reload
+        // lowered outputbuffer): it cannot go back further than the ring.
+        let oldest_kept = ring
+            .chunks
+            .front()
+            .map_or(ring.head, |chunk| chunk.first_packet);
+        let oldest_allowed = ring
+            .head
+            .saturating_sub(self.queue_packets)
+            .max(oldest_kept);
         if self.next_packet < oldest_allowed {
             let skipped = oldest_allowed - self.next_packet;
             self.next_packet = oldest_allowed;
@@ -338,6 +375,17 @@ mod tests {
         assert_eq!(numbers(&first.unwrap()), [1]);
         assert!(after_close.is_none());
         assert!(hub.subscribe().next().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn disconnect_all_ends_current_subscribers_only() {
+        let hub = Hub::new(10);
+        let mut before = hub.subscribe();
+        hub.disconnect_all();
+        let mut after = hub.subscribe();
+        hub.publish(packets(0, 1));
+        assert!(before.next().await.is_none());
+        assert_eq!(numbers(&after.next().await.unwrap()), [0]);
     }
 
     #[tokio::test]

@@ -12,13 +12,23 @@
 //! - [`serve`]: answers HTTP requests; a stream client's response body reads
 //!   from its queue and hyper writes it to the socket.
 //!
-//! Around it: [`config`] (the `restreamer.json` format), [`limit`] (soft and
-//! hard connection limits) and [`proxy`] (wiring it all together).
+//! Around it: [`config`] (the `restreamer.json` format), [`proxy`] (the
+//! running state, rebuilt on reload), [`reload`] (watching the config),
+//! [`limit`] (soft and hard connection limits), [`auth`], [`api`] (the
+//! built-in APIs and probes), [`static_files`], [`metrics`] (statistics and
+//! Prometheus), [`notifications`] and [`logging`].
 
 pub mod align;
+pub mod api;
+pub mod auth;
 pub mod config;
 pub mod hub;
 pub mod limit;
+pub mod logging;
+pub mod metrics;
+pub mod notifications;
 pub mod proxy;
+pub mod reload;
 pub mod serve;
 pub mod source;
+pub mod static_files;

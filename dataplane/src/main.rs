@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use restreamer::config::Config;
+use restreamer::logging::{self, AccessLog};
 use restreamer::proxy::{bind, Proxy};
 use tracing::{error, info};
 
@@ -38,15 +39,17 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
 
-    tracing_subscriber::fmt()
-        .json()
-        .flatten_event(true)
-        .with_current_span(false)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    let access_log = match config.log.as_str() {
+        "" => None,
+        path => match AccessLog::open(path.as_ref()) {
+            Ok(log) => Some(log),
+            Err(e) => {
+                eprintln!("cannot open the access log {path}: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    logging::init(access_log.clone());
 
     let runtime = tokio::runtime::Runtime::new().expect("cannot start the tokio runtime");
     runtime.block_on(async {
@@ -57,8 +60,31 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let proxy = Proxy::start(&config);
-        proxy.serve(listener, shutdown_signal()).await;
+        let admin = match config.adminlisten.as_str() {
+            "" => None,
+            address => match bind(address).await {
+                Ok(listener) => Some(listener),
+                Err(e) => {
+                    error!(event = "error", error = %format!("{e:#}"), "cannot start");
+                    return ExitCode::FAILURE;
+                }
+            },
+        };
+        for (role, listener) in [("main", Some(&listener)), ("admin", admin.as_ref())] {
+            if let Some(address) = listener.and_then(|l| l.local_addr().ok()) {
+                info!(event = "listening", role, address = %address, "serving HTTP");
+            }
+        }
+
+        let config_path = std::path::absolute(&cli.config).unwrap_or(cli.config.clone());
+        let proxy = Proxy::start(config, Some(config_path));
+        let reload = tokio::spawn(restreamer::reload::watch(proxy.clone()));
+        let reopen = access_log.map(|log| tokio::spawn(logging::reopen_on_sigusr1(log)));
+        proxy.run(listener, admin, shutdown_signal()).await;
+        reload.abort();
+        if let Some(reopen) = reopen {
+            reopen.abort();
+        }
         info!(event = "shutdown", "stopped");
         ExitCode::SUCCESS
     })

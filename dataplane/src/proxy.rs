@@ -1,81 +1,437 @@
-//! The running proxy: one hub and one source task per stream, and the HTTP
-//! server in front of them, all built from a [`Config`].
+//! The running proxy: the state that requests are answered from, built from
+//! a [`Config`] and rebuilt, without dropping clients, when the config
+//! changes.
+//!
+//! A config becomes a [`Generation`]: the routes (what is served at which
+//! path) and the streams. Requests read the current generation; a reload
+//! builds the next one and swaps it in. Streams outlive generations: a
+//! stream whose definition is unchanged is carried over as it is, hub,
+//! source and clients; a stream whose upstreams changed keeps its hub and
+//! clients and gets a new source; a removed stream is closed, which ends
+//! its clients; a new stream starts.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
 
 use anyhow::Context as _;
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use tracing::info;
+use tracing::{error, info, warn};
 
-use crate::config::{parse_listen, Config, ResourceType};
+use crate::api::Api;
+use crate::auth::Authenticator;
+use crate::config::{parse_listen, ApiKind, Config, ResourceType};
 use crate::hub::Hub;
 use crate::limit::ConnectionLimits;
-use crate::serve::{self, App, Route};
+use crate::metrics::{Metrics, RateWindow, Totals};
+use crate::notifications;
+use crate::serve::{self, Listener};
 use crate::source::{self, SourceSettings, Upstream};
+use crate::static_files::StaticResource;
 
-/// A proxy built from a config, with its sources running.
+/// The whole proxy: current generation, limits, metrics.
+#[derive(Debug)]
 pub struct Proxy {
-    app: Arc<App>,
-    sources: Vec<JoinHandle<()>>,
+    current: RwLock<Arc<Generation>>,
+    pub limits: ConnectionLimits,
+    pub metrics: Metrics,
+    pub rates: RateWindow,
+    /// SIGTERM received: not ready, no new stream clients.
+    draining: AtomicBool,
+    /// Where the config was loaded from, for reloads.
+    config_path: Option<PathBuf>,
+    /// Reloads are applied one at a time.
+    apply_lock: Mutex<()>,
+}
+
+/// What one config serves.
+#[derive(Debug)]
+pub struct Generation {
+    pub config: Arc<Config>,
+    /// SHA-256 of the config, shown in metrics and logs.
+    pub hash: String,
+    pub routes: HashMap<String, Route>,
+    /// Streams by serve path.
+    pub streams: HashMap<String, Arc<Stream>>,
+}
+
+/// What is served at one path, and who may see it.
+#[derive(Debug)]
+pub struct Route {
+    pub auth: Option<Authenticator>,
+    pub target: Target,
+}
+
+#[derive(Debug)]
+pub enum Target {
+    Stream {
+        stream: Arc<Stream>,
+        /// Sent to each new client before the live packets.
+        preamble: Option<Bytes>,
+    },
+    Static(Arc<StaticResource>),
+    Api(Api),
+}
+
+/// A stream: its hub, and the source task feeding it.
+#[derive(Debug)]
+pub struct Stream {
+    pub path: String,
+    pub hub: Arc<Hub>,
+    source: Mutex<RunningSource>,
+    /// Taken offline by the control API.
+    offline: AtomicBool,
+}
+
+#[derive(Debug)]
+struct RunningSource {
+    definition: SourceDefinition,
+    task: JoinHandle<()>,
+}
+
+/// Everything that, when it changes, needs a new source.
+#[derive(Debug, Clone, PartialEq)]
+struct SourceDefinition {
+    upstreams: Vec<Upstream>,
+    settings: SourceSettings,
+}
+
+impl Stream {
+    fn start(path: &str, definition: SourceDefinition, queue_packets: usize) -> Arc<Stream> {
+        let hub = Hub::new(queue_packets);
+        let task = spawn_source(path, &definition, &hub);
+        Arc::new(Stream {
+            path: path.to_string(),
+            hub,
+            source: Mutex::new(RunningSource { definition, task }),
+            offline: AtomicBool::new(false),
+        })
+    }
+
+    /// Switches to a new source if the definition changed; clients stay.
+    fn update(&self, definition: SourceDefinition) {
+        let mut source = self.source.lock().unwrap();
+        if source.definition == definition {
+            return;
+        }
+        source.task.abort();
+        self.hub.set_upstream_connected(false);
+        source.task = spawn_source(&self.path, &definition, &self.hub);
+        source.definition = definition;
+        info!(event = "stream-updated", stream = %self.path, "upstreams changed: switching source, clients stay");
+    }
+
+    /// Stops the source and ends every client.
+    fn stop(&self) {
+        self.source.lock().unwrap().task.abort();
+        self.hub.set_upstream_connected(false);
+        self.hub.close();
+    }
+
+    /// Takes the stream offline (its clients are disconnected, new ones
+    /// refused) or back online.
+    pub fn set_offline(&self, offline: bool) {
+        self.offline.store(offline, Ordering::Relaxed);
+        if offline {
+            self.hub.disconnect_all();
+        }
+        info!(event = if offline { "stream-offline" } else { "stream-online" }, stream = %self.path);
+    }
+
+    /// Whether new clients can be served: upstream connected, not offline.
+    pub fn is_live(&self) -> bool {
+        self.hub.upstream_connected()
+            && !self.offline.load(Ordering::Relaxed)
+            && !self.hub.is_closed()
+    }
+}
+
+fn spawn_source(path: &str, definition: &SourceDefinition, hub: &Arc<Hub>) -> JoinHandle<()> {
+    tokio::spawn(source::run(
+        path.to_string(),
+        definition.upstreams.clone(),
+        definition.settings.clone(),
+        Arc::clone(hub),
+    ))
 }
 
 impl Proxy {
-    /// Creates every stream's hub and starts its source.
-    pub fn start(config: &Config) -> Proxy {
-        let mut routes = HashMap::new();
-        let mut sources = Vec::new();
-        for resource in &config.resources {
-            if resource.kind != ResourceType::Stream {
-                continue;
-            }
-            let hub = Hub::new(config.outputbuffer);
-            let upstreams = resource
-                .upstream_urls()
-                .into_iter()
-                .map(|url| Upstream::parse(url).expect("validated with the config"))
-                .collect();
-            let settings = SourceSettings::new(config, resource);
-            sources.push(tokio::spawn(source::run(
-                resource.serve.clone(),
-                upstreams,
-                settings,
-                Arc::clone(&hub),
-            )));
-            routes.insert(resource.serve.clone(), Route::Stream(hub));
-        }
-        let app = Arc::new(App {
-            routes,
-            limits: ConnectionLimits::new(config.fullconnections, config.maxconnections),
+    /// Starts a proxy on a validated config: its streams' sources, the
+    /// notifications and the statistics sampler.
+    pub fn start(config: Config, config_path: Option<PathBuf>) -> Arc<Proxy> {
+        let (limit_events, limit_rx) = tokio::sync::mpsc::channel(64);
+        let proxy = Arc::new(Proxy {
+            current: RwLock::new(Arc::new(Generation {
+                config: Arc::new(Config::default()),
+                hash: String::new(),
+                routes: HashMap::new(),
+                streams: HashMap::new(),
+            })),
+            limits: ConnectionLimits::new(
+                config.fullconnections,
+                config.maxconnections,
+                Some(limit_events),
+            ),
+            metrics: Metrics::new(),
+            rates: RateWindow::new(Duration::from_secs(5)),
+            draining: AtomicBool::new(false),
+            config_path,
+            apply_lock: Mutex::new(()),
         });
-        Proxy { app, sources }
+        proxy.apply(config);
+        tokio::spawn(notifications::run(Arc::downgrade(&proxy), limit_rx));
+        tokio::spawn(sample_rates(Arc::downgrade(&proxy)));
+        proxy
     }
 
-    pub fn app(&self) -> &Arc<App> {
-        &self.app
+    /// The generation requests are answered from now.
+    pub fn current(&self) -> Arc<Generation> {
+        Arc::clone(&self.current.read().unwrap())
     }
 
-    /// Serves HTTP on `listener` until `shutdown` completes, then stops the
-    /// sources and ends every client's stream.
-    pub async fn serve(
-        self,
+    /// Makes `config` the one in force. Streams are carried over, switched,
+    /// stopped or started as their definitions say (see the module docs).
+    pub fn apply(&self, config: Config) {
+        let _one_at_a_time = self.apply_lock.lock().unwrap();
+        let old = self.current();
+        let config = Arc::new(config);
+
+        let mut streams = HashMap::new();
+        for resource in config
+            .resources
+            .iter()
+            .filter(|r| r.kind == ResourceType::Stream)
+        {
+            let definition = SourceDefinition {
+                upstreams: resource
+                    .upstream_urls()
+                    .into_iter()
+                    .map(|url| Upstream::parse(url).expect("validated with the config"))
+                    .collect(),
+                settings: SourceSettings::new(&config, resource),
+            };
+            let stream = match old.streams.get(&resource.serve) {
+                Some(stream) => {
+                    stream.update(definition);
+                    stream.hub.set_queue_packets(config.outputbuffer);
+                    Arc::clone(stream)
+                }
+                None => Stream::start(&resource.serve, definition, config.outputbuffer),
+            };
+            streams.insert(resource.serve.clone(), stream);
+        }
+        for (path, stream) in &old.streams {
+            if !streams.contains_key(path) {
+                info!(event = "stream-removed", stream = %path, "stream removed: its clients are disconnected");
+                stream.stop();
+            }
+        }
+
+        let mut routes = HashMap::new();
+        for resource in &config.resources {
+            let target = match resource.kind {
+                ResourceType::Stream => Target::Stream {
+                    stream: Arc::clone(&streams[&resource.serve]),
+                    preamble: read_preamble(&resource.preamble),
+                },
+                ResourceType::Static => {
+                    // Keep the cache of an unchanged static resource.
+                    let reused =
+                        old.routes
+                            .get(&resource.serve)
+                            .and_then(|route| match &route.target {
+                                Target::Static(existing) if existing.is_same(resource) => {
+                                    Some(Arc::clone(existing))
+                                }
+                                _ => None,
+                            });
+                    Target::Static(
+                        reused.unwrap_or_else(|| Arc::new(StaticResource::new(resource))),
+                    )
+                }
+                ResourceType::Api => {
+                    let stream = || Arc::clone(&streams[&resource.remote]);
+                    Target::Api(match resource.api.expect("validated with the config") {
+                        ApiKind::Health => Api::Health,
+                        ApiKind::Statistics => Api::Statistics,
+                        ApiKind::Prometheus => Api::Prometheus,
+                        ApiKind::Check => Api::Check(stream()),
+                        ApiKind::Control => Api::Control(stream()),
+                    })
+                }
+            };
+            let auth = Authenticator::new(&resource.authentication, &config);
+            routes.insert(resource.serve.clone(), Route { auth, target });
+        }
+
+        self.limits
+            .set(config.fullconnections, config.maxconnections);
+        let hash = config_hash(&config);
+        info!(
+            event = "config-applied",
+            hash = %hash,
+            streams = streams.len(),
+            resources = routes.len(),
+            "configuration in force"
+        );
+        *self.current.write().unwrap() = Arc::new(Generation {
+            config,
+            hash,
+            routes,
+            streams,
+        });
+    }
+
+    /// Reloads the config file. An invalid file is rejected with a log line
+    /// and a failure count; the last good config stays in force.
+    pub fn reload(&self) -> bool {
+        let Some(path) = &self.config_path else {
+            return false;
+        };
+        match Config::load(path) {
+            Ok(config) => {
+                if config_hash(&config) == self.current().hash {
+                    return false;
+                }
+                self.apply(config);
+                self.metrics.config_reloads.inc();
+                info!(event = "config-reload", path = %path.display(), "configuration reloaded");
+                true
+            }
+            Err(errors) => {
+                self.metrics.config_reload_failures.inc();
+                error!(
+                    event = "config-reload-failed",
+                    path = %path.display(),
+                    error = %errors.to_string().replace('\n', "; "),
+                    "invalid configuration rejected: the last good one stays in force"
+                );
+                false
+            }
+        }
+    }
+
+    pub fn config_path(&self) -> Option<&PathBuf> {
+        self.config_path.as_ref()
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Ready for new viewers: not draining and below the hard limit.
+    pub fn readiness(&self) -> Result<(), &'static str> {
+        if self.is_draining() {
+            Err("draining")
+        } else if self.limits.is_at_max() {
+            Err("at the hard connection limit")
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The totals of every current stream, by serve path.
+    pub fn stream_totals(&self) -> HashMap<String, Totals> {
+        self.current()
+            .streams
+            .iter()
+            .map(|(path, stream)| (path.clone(), Totals::of(&stream.hub.counters)))
+            .collect()
+    }
+
+    /// Serves until `shutdown` completes, then drains: readiness goes
+    /// false, no new stream clients are let in, existing ones are served
+    /// for up to `draintime` seconds (or until they have all gone), then
+    /// every stream is closed.
+    pub async fn run(
+        self: &Arc<Self>,
         listener: TcpListener,
+        admin: Option<TcpListener>,
         shutdown: impl std::future::Future<Output = ()>,
     ) {
-        serve::serve(listener, Arc::clone(&self.app), shutdown).await;
-        for source in &self.sources {
-            source.abort();
+        let mut servers = vec![tokio::spawn(serve::serve(
+            listener,
+            Arc::clone(self),
+            if admin.is_some() {
+                Listener::Main
+            } else {
+                Listener::MainWithAdmin
+            },
+        ))];
+        if let Some(admin) = admin {
+            servers.push(tokio::spawn(serve::serve(
+                admin,
+                Arc::clone(self),
+                Listener::Admin,
+            )));
         }
-        for route in self.app.routes.values() {
-            let Route::Stream(hub) = route;
-            hub.close();
+        shutdown.await;
+
+        self.draining.store(true, Ordering::Relaxed);
+        let drain = Duration::from_secs(self.current().config.draintime);
+        info!(
+            event = "draining",
+            seconds = drain.as_secs(),
+            clients = self.limits.connected(),
+            "shutting down: not ready, serving current clients"
+        );
+        let deadline = tokio::time::Instant::now() + drain;
+        while self.limits.connected() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        for stream in self.current().streams.values() {
+            stream.stop();
+        }
+        // Let the ended bodies finish on their connections.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        for server in servers {
+            server.abort();
         }
     }
 }
 
-/// Binds the listen address of the config. An empty host listens on every
-/// interface, IPv6 and IPv4 where the system allows.
+/// Samples the stream totals once a second for the statistics API's rates.
+async fn sample_rates(proxy: std::sync::Weak<Proxy>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let Some(proxy) = proxy.upgrade() else { return };
+        if !proxy.current().config.nostats {
+            proxy.rates.sample(&proxy.stream_totals());
+        }
+    }
+}
+
+fn read_preamble(path: &str) -> Option<Bytes> {
+    if path.is_empty() {
+        return None;
+    }
+    match std::fs::read(path) {
+        Ok(data) => Some(data.into()),
+        Err(e) => {
+            warn!(event = "error", preamble = path, error = %e, "cannot read preamble: clients get none");
+            None
+        }
+    }
+}
+
+/// The first 16 hex digits of the SHA-256 of the config's canonical JSON.
+pub fn config_hash(config: &Config) -> String {
+    let json = serde_json::to_vec(config).expect("a config serialises");
+    Sha256::digest(&json)
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Binds a listen address. An empty host listens on every interface, IPv6
+/// and IPv4 where the system allows.
 pub async fn bind(listen: &str) -> anyhow::Result<TcpListener> {
     let (host, port) = parse_listen(listen).map_err(anyhow::Error::msg)?;
     let listener = if host.is_empty() {
@@ -87,6 +443,5 @@ pub async fn bind(listen: &str) -> anyhow::Result<TcpListener> {
         TcpListener::bind((host.as_str(), port)).await
     }
     .with_context(|| format!("cannot listen on {listen}"))?;
-    info!(event = "listening", address = %listener.local_addr()?, "serving HTTP");
     Ok(listener)
 }

@@ -1,19 +1,22 @@
 //! HTTP serving: accepting connections and answering requests.
 //!
 //! Every connection is served by hyper (HTTP/1.1 and HTTP/2) on its own
-//! task. A request is routed by exact path to what the config serves there.
+//! task. A request is routed by exact path to what the current config
+//! serves there, after its credentials are checked.
+//!
 //! A stream client gets `200` and a body that is its [`Subscriber`] to the
 //! stream's hub: hyper pulls runs of packets from it and, because they are
 //! separate buffers, writes them to the socket with vectored writes, so a
 //! client costs one system call per batch, not one per packet.
 //!
 //! Stream clients are refused with `404` (legacy players handle it better
-//! than `503`, as the original found) when the stream's upstream is down
-//! or when the hard connection limit is reached.
+//! than `503`, as the original found) when the stream's upstream is down,
+//! when it was taken offline, when the hard connection limit is reached and
+//! while the proxy drains for shutdown.
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,54 +29,47 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tracing::{debug, info, warn};
 
-use crate::hub::{Hub, Subscriber};
-use crate::limit::{ConnectionLimits, ConnectionPermit};
+use crate::api;
+use crate::hub::Subscriber;
+use crate::limit::ConnectionPermit;
+use crate::proxy::{Proxy, Stream, Target};
 
 pub type Body = BoxBody<Bytes, Infallible>;
 
 /// How long a client may take to send its request headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// What is served at one path.
-#[derive(Debug, Clone)]
-pub enum Route {
-    Stream(Arc<Hub>),
+/// What a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    /// The configured resources only (probes and metrics have their own port).
+    Main,
+    /// The configured resources, and `/healthz`, `/readyz`, `/metrics` where
+    /// no resource is served at those paths.
+    MainWithAdmin,
+    /// `/healthz`, `/readyz` and `/metrics` only.
+    Admin,
 }
 
-/// Everything requests are answered from.
-#[derive(Debug)]
-pub struct App {
-    pub routes: HashMap<String, Route>,
-    pub limits: ConnectionLimits,
-}
-
-/// Accepts connections until `shutdown` completes.
-pub async fn serve(
-    listener: TcpListener,
-    app: Arc<App>,
-    shutdown: impl std::future::Future<Output = ()>,
-) {
-    tokio::pin!(shutdown);
+/// Accepts connections until the task is aborted.
+pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, role: Listener) {
     loop {
-        let (socket, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    // Out of file descriptors, typically: back off a little
-                    // instead of spinning.
-                    warn!(event = "accept-error", error = %error, "cannot accept a connection");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = &mut shutdown => return,
+        let (socket, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // Out of file descriptors, typically: back off a little
+                // instead of spinning.
+                warn!(event = "accept-error", error = %error, "cannot accept a connection");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
         };
         let _ = socket.set_nodelay(true);
-        let app = Arc::clone(&app);
+        let proxy = Arc::clone(&proxy);
         tokio::spawn(async move {
             let service = service_fn(move |request| {
-                let app = Arc::clone(&app);
-                async move { Ok::<_, Infallible>(handle(&app, request, peer)) }
+                let proxy = Arc::clone(&proxy);
+                async move { Ok::<_, Infallible>(handle(&proxy, request, peer, role).await) }
             });
             let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             builder
@@ -91,20 +87,54 @@ pub async fn serve(
 }
 
 /// Answers one request.
-pub fn handle(app: &App, request: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+pub async fn handle(
+    proxy: &Proxy,
+    request: Request<Incoming>,
+    peer: SocketAddr,
+    role: Listener,
+) -> Response<Body> {
+    let generation = proxy.current();
     let path = request.uri().path();
-    match app.routes.get(path) {
-        Some(Route::Stream(hub)) => stream(app, hub, request.method(), path, peer),
-        None => text(StatusCode::NOT_FOUND, "404 page not found\n"),
+    let route = match role {
+        Listener::Admin => None,
+        _ => generation.routes.get(path),
+    };
+    let Some(route) = route else {
+        if role != Listener::Main {
+            if let Some(response) = api::admin(proxy, &generation, path) {
+                return response;
+            }
+        }
+        return text(StatusCode::NOT_FOUND, "404 page not found\n");
+    };
+
+    if let Some(auth) = &route.auth {
+        if !auth.allows(request.headers()) {
+            info!(target: "access", event = "client-unauthorized", client = %peer, path, "missing or wrong credentials");
+            let mut response = Response::new(empty());
+            *response.status_mut() = StatusCode::UNAUTHORIZED;
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, auth.challenge().clone());
+            return response;
+        }
+    }
+
+    match &route.target {
+        Target::Stream { stream, preamble } => {
+            serve_stream(proxy, stream, preamble.clone(), request.method(), peer)
+        }
+        Target::Static(resource) => resource.respond(&request).await,
+        Target::Api(api) => api::respond(proxy, &generation, api, &request),
     }
 }
 
 /// Answers a stream client: the live stream, or a refusal.
-fn stream(
-    app: &App,
-    hub: &Arc<Hub>,
+fn serve_stream(
+    proxy: &Proxy,
+    stream: &Arc<Stream>,
+    preamble: Option<Bytes>,
     method: &Method,
-    path: &str,
     peer: SocketAddr,
 ) -> Response<Body> {
     if method != Method::GET && method != Method::HEAD {
@@ -114,22 +144,31 @@ fn stream(
             .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
         return response;
     }
-    if !hub.upstream_connected() || hub.is_closed() {
-        info!(event = "client-refused", client = %peer, stream = path, reason = "offline");
-        return stream_response(StatusCode::NOT_FOUND, empty());
+    let refuse = |reason: &str| {
+        info!(target: "access", event = "client-refused", client = %peer, stream = %stream.path, reason);
+        stream_response(StatusCode::NOT_FOUND, empty())
+    };
+    if proxy.is_draining() {
+        return refuse("draining");
+    }
+    if !stream.is_live() {
+        return refuse("offline");
     }
     if method == Method::HEAD {
         return stream_response(StatusCode::OK, empty());
     }
-    let Some(permit) = app.limits.try_acquire() else {
-        info!(event = "client-refused", client = %peer, stream = path, reason = "maxconnections");
-        return stream_response(StatusCode::NOT_FOUND, empty());
+    let Some(permit) = proxy.limits.try_acquire() else {
+        return refuse("maxconnections");
     };
-    let client = StreamClient::new(hub.subscribe(), permit, peer, path);
-    let body = futures_util::stream::unfold(client, |mut client| async move {
-        let data = client.subscriber.next().await?;
-        Some((Ok(Frame::data(data)), client))
-    });
+    let client = StreamClient::new(stream.hub.subscribe(), permit, peer, &stream.path);
+    let body =
+        futures_util::stream::unfold((client, preamble), |(mut client, preamble)| async move {
+            let data = match preamble {
+                Some(preamble) => preamble,
+                None => client.subscriber.next().await?,
+            };
+            Some((Ok(Frame::data(data)), (client, None)))
+        });
     stream_response(StatusCode::OK, BodyExt::boxed(StreamBody::new(body)))
 }
 
@@ -149,13 +188,12 @@ impl StreamClient {
         peer: SocketAddr,
         stream: &str,
     ) -> Self {
-        use std::sync::atomic::Ordering;
         subscriber
             .hub()
             .counters
             .connections
             .fetch_add(1, Ordering::Relaxed);
-        info!(event = "client-streaming", client = %peer, stream, "client connected");
+        info!(target: "access", event = "client-streaming", client = %peer, stream, "client connected");
         StreamClient {
             subscriber,
             _permit: permit,
@@ -168,17 +206,18 @@ impl StreamClient {
 
 impl Drop for StreamClient {
     fn drop(&mut self) {
-        use std::sync::atomic::Ordering;
-        self.subscriber
-            .hub()
-            .counters
-            .connections
-            .fetch_sub(1, Ordering::Relaxed);
+        let counters = &self.subscriber.hub().counters;
+        counters.connections.fetch_sub(1, Ordering::Relaxed);
+        let elapsed = self.since.elapsed();
+        counters
+            .client_time_ns
+            .fetch_add(elapsed.as_nanos() as u64, Ordering::Relaxed);
         info!(
+            target: "access",
             event = "client-stopped",
             client = %self.peer,
             stream = %self.stream,
-            seconds = self.since.elapsed().as_secs_f64(),
+            seconds = elapsed.as_secs_f64(),
             dropped_packets = self.subscriber.dropped_packets(),
             "client disconnected"
         );
@@ -196,14 +235,24 @@ fn stream_response(status: StatusCode, body: Body) -> Response<Body> {
         .expect("static headers are valid")
 }
 
-pub fn text(status: StatusCode, body: &'static str) -> Response<Body> {
+/// A plain-text response.
+pub fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+    with_type(status, "text/plain; charset=utf-8", body)
+}
+
+/// A response with a body of the given type.
+pub fn with_type(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<Body> {
     Response::builder()
         .status(status)
-        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
-        .body(Full::new(Bytes::from_static(body.as_bytes())).boxed())
+        .header(header::CONTENT_TYPE, content_type)
+        .body(Full::new(body.into()).boxed())
         .expect("static headers are valid")
 }
 
-fn empty() -> Body {
+pub fn empty() -> Body {
     Empty::new().boxed()
 }

@@ -34,7 +34,7 @@ pub use pacing::Pacer;
 pub use upstream::{Upstream, UpstreamKind};
 
 /// Everything a source needs besides its URLs, taken from the config.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct SourceSettings {
     pub connect_timeout: Option<Duration>,
     pub read_timeout: Option<Duration>,
@@ -128,6 +128,9 @@ pub async fn run(
         let upstream = &upstreams[index];
         info!(event = "upstream-connect", stream = %stream, url = %upstream, "upstream connected");
         hub.set_upstream_connected(true);
+        hub.counters
+            .upstream_connects
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let connected_at = Instant::now();
         let error = pump(&mut connection, upstream, &settings, &hub).await;
         hub.set_upstream_connected(false);

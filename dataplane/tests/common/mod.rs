@@ -46,7 +46,7 @@ impl Proxy {
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) {
-                    if event["event"] == "listening" {
+                    if event["event"] == "listening" && event["role"] == "main" {
                         let _ = address_tx.send(event["address"].as_str().unwrap().to_string());
                     }
                 }

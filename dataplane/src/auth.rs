@@ -1,0 +1,157 @@
+//! Authentication of requests: HTTP `Basic` and `Bearer` credentials
+//! against the users of the config.
+//!
+//! The expected `Authorization` values are computed once per config. A
+//! request's value is compared with every allowed one in constant time, and
+//! all of them are always compared, so the answer's timing tells nothing
+//! about how much of a credential was right or which user it matched.
+
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
+use http::{header, HeaderMap, HeaderValue};
+use subtle::ConstantTimeEq;
+
+use crate::config::{AuthType, Authentication, Config};
+
+/// The credentials a resource accepts.
+#[derive(Clone)]
+pub struct Authenticator {
+    kind: AuthType,
+    /// The full `Authorization` header values that are accepted.
+    accepted: Vec<Vec<u8>>,
+    /// The `WWW-Authenticate` challenge of a 401.
+    challenge: HeaderValue,
+}
+
+// Credentials must not end up in logs through a stray `{:?}`.
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authenticator")
+            .field("kind", &self.kind)
+            .field("users", &self.accepted.len())
+            .finish()
+    }
+}
+
+impl Authenticator {
+    /// The authenticator of a resource, or `None` when it is open to all.
+    pub fn new(auth: &Authentication, config: &Config) -> Option<Authenticator> {
+        if auth.is_none() {
+            return None;
+        }
+        let users = std::iter::once(&auth.user)
+            .filter(|user| !user.is_empty())
+            .chain(auth.users.iter());
+        let accepted = users
+            .filter_map(|name| {
+                let user = config.userlist.get(name)?;
+                Some(credential(auth.kind, name, &user.password).into_bytes())
+            })
+            .collect();
+        let scheme = match auth.kind {
+            AuthType::Bearer => "Bearer",
+            _ => "Basic",
+        };
+        let realm = auth.realm.replace(['"', '\\'], "");
+        let challenge =
+            HeaderValue::from_str(&format!("{scheme} realm=\"{realm}\" charset=\"UTF-8\""))
+                .unwrap_or_else(|_| HeaderValue::from_static("Basic"));
+        Some(Authenticator {
+            kind: auth.kind,
+            accepted,
+            challenge,
+        })
+    }
+
+    /// Whether the request's headers carry an accepted credential.
+    pub fn allows(&self, headers: &HeaderMap) -> bool {
+        let Some(given) = headers.get(header::AUTHORIZATION) else {
+            return false;
+        };
+        let given = given.as_bytes();
+        let mut allowed = subtle::Choice::from(0);
+        for accepted in &self.accepted {
+            allowed |= accepted.as_slice().ct_eq(given);
+        }
+        allowed.into()
+    }
+
+    pub fn challenge(&self) -> &HeaderValue {
+        &self.challenge
+    }
+}
+
+/// The `Authorization` header value for a user: `Basic base64(user:password)`
+/// or, as the original does, `Bearer base64(password)`.
+pub fn credential(kind: AuthType, user: &str, password: &str) -> String {
+    match kind {
+        AuthType::Bearer => format!("Bearer {}", BASE64.encode(password)),
+        _ => format!("Basic {}", BASE64.encode(format!("{user}:{password}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> Config {
+        Config::parse(
+            r#"{"userlist": {"alice": {"password": "wonder"}, "bob": {"password": "builder"}}}"#,
+        )
+        .unwrap()
+    }
+
+    fn headers(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::AUTHORIZATION, HeaderValue::from_str(value).unwrap());
+        headers
+    }
+
+    #[test]
+    fn basic_accepts_listed_users_only() {
+        let auth = Authentication {
+            kind: AuthType::Basic,
+            realm: "tv".into(),
+            users: vec!["alice".into()],
+            ..Default::default()
+        };
+        let authenticator = Authenticator::new(&auth, &config()).unwrap();
+        assert!(authenticator.allows(&headers(&credential(AuthType::Basic, "alice", "wonder"))));
+        assert!(!authenticator.allows(&headers(&credential(AuthType::Basic, "alice", "wrong"))));
+        assert!(!authenticator.allows(&headers(&credential(AuthType::Basic, "bob", "builder"))));
+        assert!(!authenticator.allows(&HeaderMap::new()));
+        assert_eq!(
+            authenticator.challenge(),
+            "Basic realm=\"tv\" charset=\"UTF-8\""
+        );
+    }
+
+    #[test]
+    fn bearer_is_the_base64_password() {
+        let auth = Authentication {
+            kind: AuthType::Bearer,
+            realm: "api".into(),
+            user: "bob".into(),
+            ..Default::default()
+        };
+        let authenticator = Authenticator::new(&auth, &config()).unwrap();
+        assert!(authenticator.allows(&headers("Bearer YnVpbGRlcg==")));
+        assert!(!authenticator.allows(&headers("Basic YnVpbGRlcg==")));
+    }
+
+    #[test]
+    fn no_authentication_means_open() {
+        assert!(Authenticator::new(&Authentication::default(), &config()).is_none());
+    }
+
+    #[test]
+    fn debug_output_has_no_credentials() {
+        let auth = Authentication {
+            kind: AuthType::Basic,
+            users: vec!["alice".into()],
+            ..Default::default()
+        };
+        let shown = format!("{:?}", Authenticator::new(&auth, &config()).unwrap());
+        assert!(!shown.contains("wonder") && !shown.contains(&BASE64.encode("alice:wonder")));
+    }
+}

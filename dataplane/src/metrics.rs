@@ -1,0 +1,432 @@
+//! Statistics and Prometheus metrics.
+//!
+//! The hot path only bumps plain atomic counters (in each hub's
+//! [`StreamCounters`]). Everything here reads them when asked:
+//!
+//! - [`RateWindow`] samples the totals once a second, so the statistics API
+//!   can give per-second rates over a sliding window of a few seconds;
+//! - [`Metrics`] renders the Prometheus text format with the `prometheus`
+//!   crate: our own `restreamer_*` metrics, named by Prometheus rules, and the
+//!   original's `streaming_*` names, so existing dashboards keep working.
+//!
+//! `restreamer_connection_utilization` (connections / soft limit) is the
+//! signal the Kubernetes autoscaler scales on.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::Ordering;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use prometheus::{
+    Encoder, Gauge, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+use serde::Serialize;
+
+use crate::hub::{Hub, StreamCounters};
+use crate::limit::ConnectionLimits;
+
+/// Cumulative traffic of one stream, or of all together.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Totals {
+    pub packets_received: u64,
+    pub packets_sent: u64,
+    pub packets_dropped: u64,
+    pub bytes_received: u64,
+    pub bytes_sent: u64,
+    pub bytes_dropped: u64,
+}
+
+impl Totals {
+    pub fn of(counters: &StreamCounters) -> Totals {
+        let get = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
+        Totals {
+            packets_received: get(&counters.packets_received),
+            packets_sent: get(&counters.packets_sent),
+            packets_dropped: get(&counters.packets_dropped),
+            bytes_received: get(&counters.bytes_received),
+            bytes_sent: get(&counters.bytes_sent),
+            bytes_dropped: get(&counters.bytes_dropped),
+        }
+    }
+
+    fn add(&mut self, other: &Totals) {
+        self.packets_received += other.packets_received;
+        self.packets_sent += other.packets_sent;
+        self.packets_dropped += other.packets_dropped;
+        self.bytes_received += other.bytes_received;
+        self.bytes_sent += other.bytes_sent;
+        self.bytes_dropped += other.bytes_dropped;
+    }
+
+    /// Per-second rates from `earlier` to `self` over `seconds`. A counter
+    /// that went backwards (its stream was replaced) counts from zero.
+    fn rate_since(&self, earlier: &Totals, seconds: f64) -> Totals {
+        let rate = |now: u64, then: u64| {
+            let delta = if now >= then { now - then } else { now };
+            (delta as f64 / seconds).round() as u64
+        };
+        Totals {
+            packets_received: rate(self.packets_received, earlier.packets_received),
+            packets_sent: rate(self.packets_sent, earlier.packets_sent),
+            packets_dropped: rate(self.packets_dropped, earlier.packets_dropped),
+            bytes_received: rate(self.bytes_received, earlier.bytes_received),
+            bytes_sent: rate(self.bytes_sent, earlier.bytes_sent),
+            bytes_dropped: rate(self.bytes_dropped, earlier.bytes_dropped),
+        }
+    }
+}
+
+/// The totals of every stream, sampled once a second for a few seconds.
+#[derive(Debug)]
+pub struct RateWindow {
+    samples: Mutex<VecDeque<(Instant, HashMap<String, Totals>)>>,
+    window: Duration,
+}
+
+impl RateWindow {
+    pub fn new(window: Duration) -> Self {
+        RateWindow {
+            samples: Mutex::new(VecDeque::new()),
+            window,
+        }
+    }
+
+    /// Records the current totals of every stream.
+    pub fn sample(&self, streams: &HashMap<String, Totals>) {
+        let now = Instant::now();
+        let mut samples = self.samples.lock().unwrap();
+        samples.push_back((now, streams.clone()));
+        while samples
+            .front()
+            .is_some_and(|(at, _)| now.duration_since(*at) > self.window)
+        {
+            samples.pop_front();
+        }
+    }
+
+    /// Per-second rates of each stream (and `None` = all streams together)
+    /// from the oldest sample in the window to `current`.
+    pub fn rates(&self, current: &HashMap<String, Totals>) -> (Totals, HashMap<String, Totals>) {
+        let samples = self.samples.lock().unwrap();
+        let Some((at, oldest)) = samples.front() else {
+            return (Totals::default(), HashMap::new());
+        };
+        let seconds = at.elapsed().as_secs_f64();
+        if seconds < 0.5 {
+            return (Totals::default(), HashMap::new());
+        }
+        let mut total = Totals::default();
+        let per_stream = current
+            .iter()
+            .map(|(path, now)| {
+                let then = oldest.get(path).copied().unwrap_or_default();
+                let rate = now.rate_since(&then, seconds);
+                total.add(&rate);
+                (path.clone(), rate)
+            })
+            .collect();
+        (total, per_stream)
+    }
+}
+
+/// Sums the totals of all streams.
+pub fn sum(streams: &HashMap<String, Totals>) -> Totals {
+    let mut total = Totals::default();
+    streams.values().for_each(|t| total.add(t));
+    total
+}
+
+/// The Prometheus registry of one data-plane process.
+pub struct Metrics {
+    registry: Registry,
+    /// One scrape at a time: rendering resets and refills the stream vectors.
+    render_lock: Mutex<()>,
+    connections: IntGauge,
+    soft_limit: IntGauge,
+    hard_limit: IntGauge,
+    utilization: Gauge,
+    full: IntGauge,
+    stream_connections: IntGaugeVec,
+    packets_received: IntCounterVec,
+    bytes_received: IntCounterVec,
+    packets_sent: IntCounterVec,
+    bytes_sent: IntCounterVec,
+    packets_dropped: IntCounterVec,
+    bytes_dropped: IntCounterVec,
+    upstream_connected: IntGaugeVec,
+    upstream_reconnects: IntCounterVec,
+    pub config_reloads: IntCounter,
+    pub config_reload_failures: IntCounter,
+    config_info: IntGaugeVec,
+    legacy: LegacyMetrics,
+}
+
+/// The Go restreamer's metric names, each with a `stream` label.
+struct LegacyMetrics {
+    source_connected: IntGaugeVec,
+    packets_received: IntCounterVec,
+    bytes_received: IntCounterVec,
+    packets_sent: IntCounterVec,
+    bytes_sent: IntCounterVec,
+    packets_dropped: IntCounterVec,
+    bytes_dropped: IntCounterVec,
+    connections: IntGaugeVec,
+    duration: IntCounterVec,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        fn add<C: prometheus::core::Collector + Clone + 'static>(
+            registry: &Registry,
+            collector: C,
+        ) -> C {
+            registry
+                .register(Box::new(collector.clone()))
+                .expect("metric names are unique");
+            collector
+        }
+        let gauge = |name: &str, help: &str| add(&registry, IntGauge::new(name, help).unwrap());
+        let stream_gauge = |name: &str, help: &str| {
+            add(
+                &registry,
+                IntGaugeVec::new(Opts::new(name, help), &["stream"]).unwrap(),
+            )
+        };
+        let stream_counter = |name: &str, help: &str| {
+            add(
+                &registry,
+                IntCounterVec::new(Opts::new(name, help), &["stream"]).unwrap(),
+            )
+        };
+        Metrics {
+            connections: gauge("restreamer_connections", "Stream clients connected, all streams together."),
+            soft_limit: gauge(
+                "restreamer_connections_soft_limit",
+                "The soft connection limit (fullconnections); 0 = none.",
+            ),
+            hard_limit: gauge(
+                "restreamer_connections_hard_limit",
+                "The hard connection limit (maxconnections); 0 = none.",
+            ),
+            utilization: add(
+                &registry,
+                Gauge::new(
+                    "restreamer_connection_utilization",
+                    "Stream clients per soft limit (1 = full): the autoscaling signal. 0 without a soft limit.",
+                )
+                .unwrap(),
+            ),
+            full: gauge("restreamer_full", "1 when the soft limit is reached, else 0."),
+            stream_connections: stream_gauge("restreamer_stream_connections", "Clients connected to a stream."),
+            packets_received: stream_counter("restreamer_packets_received_total", "TS packets received from upstream."),
+            bytes_received: stream_counter("restreamer_received_bytes_total", "Bytes received from upstream."),
+            packets_sent: stream_counter("restreamer_packets_sent_total", "TS packets sent to clients."),
+            bytes_sent: stream_counter("restreamer_sent_bytes_total", "Bytes sent to clients."),
+            packets_dropped: stream_counter(
+                "restreamer_packets_dropped_total",
+                "TS packets dropped for clients that fell behind.",
+            ),
+            bytes_dropped: stream_counter("restreamer_dropped_bytes_total", "Bytes dropped for clients that fell behind."),
+            upstream_connected: stream_gauge("restreamer_upstream_connected", "1 while the stream's upstream is connected."),
+            upstream_reconnects: stream_counter(
+                "restreamer_upstream_reconnects_total",
+                "Upstream connections made after the first one.",
+            ),
+            config_reloads: add(
+                &registry,
+                IntCounter::new("restreamer_config_reloads_total", "Configuration reloads applied.").unwrap(),
+            ),
+            config_reload_failures: add(
+                &registry,
+                IntCounter::new(
+                    "restreamer_config_reload_failures_total",
+                    "Configuration reloads rejected (the last good configuration stays in force).",
+                )
+                .unwrap(),
+            ),
+            config_info: add(
+                &registry,
+                IntGaugeVec::new(
+                    Opts::new("restreamer_config_info", "The configuration in force, by its SHA-256 hash."),
+                    &["hash"],
+                )
+                .unwrap(),
+            ),
+            legacy: LegacyMetrics {
+                source_connected: stream_gauge("streaming_source_connected", "Upstream connected (original name)."),
+                packets_received: stream_counter("streaming_packets_received", "Packets received (original name)."),
+                bytes_received: stream_counter("streaming_bytes_received", "Bytes received (original name)."),
+                packets_sent: stream_counter("streaming_packets_sent", "Packets sent (original name)."),
+                bytes_sent: stream_counter("streaming_bytes_sent", "Bytes sent (original name)."),
+                packets_dropped: stream_counter("streaming_packets_dropped", "Packets dropped (original name)."),
+                bytes_dropped: stream_counter("streaming_bytes_dropped", "Bytes dropped (original name)."),
+                connections: stream_gauge("streaming_connections", "Connections (original name)."),
+                duration: stream_counter(
+                    "streaming_duration",
+                    "Nanoseconds streamed by clients that have left (original name).",
+                ),
+            },
+            registry,
+            render_lock: Mutex::new(()),
+        }
+    }
+
+    /// The Prometheus text format of the current state.
+    pub fn render<'a>(
+        &self,
+        limits: &ConnectionLimits,
+        streams: impl Iterator<Item = (&'a str, &'a Hub)>,
+        config_hash: &str,
+    ) -> String {
+        let _one_at_a_time = self.render_lock.lock().unwrap();
+        self.connections.set(limits.connected() as i64);
+        self.soft_limit.set(limits.soft() as i64);
+        self.hard_limit.set(limits.max() as i64);
+        self.utilization.set(limits.utilization());
+        self.full.set(limits.is_full() as i64);
+        self.config_info.reset();
+        self.config_info.with_label_values(&[config_hash]).set(1);
+
+        // Refilled from the hubs' counters on every scrape, so that removed
+        // streams disappear and the values are exactly the hubs' own.
+        let legacy = &self.legacy;
+        let counters = [
+            &self.packets_received,
+            &self.bytes_received,
+            &self.packets_sent,
+            &self.bytes_sent,
+            &self.packets_dropped,
+            &self.bytes_dropped,
+            &self.upstream_reconnects,
+            &legacy.packets_received,
+            &legacy.bytes_received,
+            &legacy.packets_sent,
+            &legacy.bytes_sent,
+            &legacy.packets_dropped,
+            &legacy.bytes_dropped,
+            &legacy.duration,
+        ];
+        let gauges = [
+            &self.stream_connections,
+            &self.upstream_connected,
+            &legacy.source_connected,
+            &legacy.connections,
+        ];
+        counters.iter().for_each(|vec| vec.reset());
+        gauges.iter().for_each(|vec| vec.reset());
+        for (path, hub) in streams {
+            let counters = &hub.counters;
+            let totals = Totals::of(counters);
+            let labels = &[path];
+            let connected = hub.upstream_connected() as i64;
+            let clients = counters.connections.load(Ordering::Relaxed) as i64;
+            let reconnects = counters
+                .upstream_connects
+                .load(Ordering::Relaxed)
+                .saturating_sub(1);
+            let duration = counters.client_time_ns.load(Ordering::Relaxed);
+            for (vec, value) in [
+                (&self.packets_received, totals.packets_received),
+                (&self.bytes_received, totals.bytes_received),
+                (&self.packets_sent, totals.packets_sent),
+                (&self.bytes_sent, totals.bytes_sent),
+                (&self.packets_dropped, totals.packets_dropped),
+                (&self.bytes_dropped, totals.bytes_dropped),
+                (&self.upstream_reconnects, reconnects),
+                (&legacy.packets_received, totals.packets_received),
+                (&legacy.bytes_received, totals.bytes_received),
+                (&legacy.packets_sent, totals.packets_sent),
+                (&legacy.bytes_sent, totals.bytes_sent),
+                (&legacy.packets_dropped, totals.packets_dropped),
+                (&legacy.bytes_dropped, totals.bytes_dropped),
+                (&legacy.duration, duration),
+            ] {
+                vec.with_label_values(labels).inc_by(value);
+            }
+            for (vec, value) in [
+                (&self.stream_connections, clients),
+                (&self.upstream_connected, connected),
+                (&legacy.source_connected, connected),
+                (&legacy.connections, clients),
+            ] {
+                vec.with_label_values(labels).set(value);
+            }
+        }
+
+        let mut out = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("the text encoder writes to memory");
+        String::from_utf8(out).expect("the text format is UTF-8")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_are_per_second_over_the_window() {
+        let window = RateWindow::new(Duration::from_secs(5));
+        let mut totals = HashMap::new();
+        totals.insert("/a".to_string(), Totals::default());
+        window.sample(&totals);
+        // Pretend the sample is two seconds old.
+        window.samples.lock().unwrap()[0].0 -= Duration::from_secs(2);
+        let now = Totals {
+            packets_sent: 2000,
+            bytes_sent: 376_000,
+            ..Default::default()
+        };
+        totals.insert("/a".to_string(), now);
+        let (total, per_stream) = window.rates(&totals);
+        // Two seconds and the few microseconds the test took.
+        assert!((995..=1000).contains(&total.packets_sent), "{total:?}");
+        assert!((187_000..=188_000).contains(&per_stream["/a"].bytes_sent));
+    }
+
+    #[test]
+    fn metrics_carry_our_names_and_the_originals() {
+        let metrics = Metrics::new();
+        let limits = ConnectionLimits::new(4, 8, None);
+        let _clients: Vec<_> = (0..3).map(|_| limits.try_acquire().unwrap()).collect();
+        let hub = Hub::new(10);
+        hub.set_upstream_connected(true);
+        hub.publish(bytes::Bytes::from(vec![0x47; 188 * 2]));
+        let text = metrics.render(&limits, [("/tv", &*hub)].into_iter(), "abc");
+        for line in [
+            "restreamer_connections 3",
+            "restreamer_connection_utilization 0.75",
+            "restreamer_connections_soft_limit 4",
+            "restreamer_connections_hard_limit 8",
+            "restreamer_full 0",
+            "restreamer_packets_received_total{stream=\"/tv\"} 2",
+            "restreamer_received_bytes_total{stream=\"/tv\"} 376",
+            "restreamer_upstream_connected{stream=\"/tv\"} 1",
+            "restreamer_config_info{hash=\"abc\"} 1",
+            "streaming_packets_received{stream=\"/tv\"} 2",
+            "streaming_source_connected{stream=\"/tv\"} 1",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
+        }
+        // A stream that is gone disappears from the next scrape.
+        let text = metrics.render(&limits, std::iter::empty(), "abc");
+        assert!(!text.contains("stream=\"/tv\""));
+    }
+}

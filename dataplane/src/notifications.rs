@@ -1,0 +1,128 @@
+//! Notifications: HTTP GET callbacks when the soft limit is reached
+//! (`limit_hit`) or left (`limit_miss`), and every `heartbeatinterval`
+//! seconds (`heartbeat`).
+//!
+//! Events arrive on a bounded channel that the connection limits write to
+//! without waiting, and each delivery runs on its own task with a timeout
+//! and a few retries, so a slow or dead notification target can never hold
+//! up a client or another notification. At most [`MAX_IN_FLIGHT`] deliveries
+//! run at once; past that, events are dropped with a log line.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, Semaphore};
+use tracing::{info, warn};
+
+use crate::auth::credential;
+use crate::config::{Config, Notification};
+use crate::limit::LimitEvent;
+use crate::proxy::Proxy;
+
+const MAX_IN_FLIGHT: usize = 16;
+const ATTEMPTS: u32 = 3;
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Delivers notifications until the proxy is gone.
+pub async fn run(proxy: Weak<Proxy>, mut limit_events: mpsc::Receiver<LimitEvent>) {
+    let client = reqwest::Client::builder()
+        .timeout(REQUEST_TIMEOUT)
+        .user_agent(concat!("restreamer/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .expect("the HTTP client builds");
+    let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    let heartbeat_period = |proxy: &Weak<Proxy>| {
+        proxy
+            .upgrade()
+            .map(|proxy| proxy.current().config.heartbeatinterval)
+            .filter(|&seconds| seconds > 0)
+            .map(Duration::from_secs)
+    };
+    let mut next_heartbeat =
+        heartbeat_period(&proxy).map(|period| tokio::time::Instant::now() + period);
+
+    loop {
+        let event = tokio::select! {
+            event = limit_events.recv() => match event {
+                Some(true) => "limit_hit",
+                Some(false) => "limit_miss",
+                None => return,
+            },
+            _ = tokio::time::sleep_until(next_heartbeat.unwrap_or_else(far_future)), if next_heartbeat.is_some() => {
+                // The period is read again each time: a reload may change it.
+                next_heartbeat = heartbeat_period(&proxy).map(|period| tokio::time::Instant::now() + period);
+                "heartbeat"
+            }
+        };
+        let Some(proxy) = proxy.upgrade() else { return };
+        let config = Arc::clone(&proxy.current().config);
+        drop(proxy);
+        if event != "heartbeat" {
+            info!(event, "soft connection limit crossed");
+        }
+        for notification in config.notifications.iter().filter(|n| n.event == event) {
+            let Ok(permit) = Arc::clone(&in_flight).try_acquire_owned() else {
+                warn!(
+                    event = "notification-dropped",
+                    notification = event,
+                    "too many notifications in flight"
+                );
+                continue;
+            };
+            let request = build_request(&client, notification, &config);
+            tokio::spawn(async move {
+                deliver(request, event).await;
+                drop(permit);
+            });
+        }
+    }
+}
+
+fn far_future() -> tokio::time::Instant {
+    tokio::time::Instant::now() + Duration::from_secs(86400 * 365)
+}
+
+fn build_request(
+    client: &reqwest::Client,
+    notification: &Notification,
+    config: &Config,
+) -> reqwest::RequestBuilder {
+    let mut request = client.get(&notification.url);
+    let auth = &notification.authentication;
+    // The original sends the credentials of the first configured user.
+    let user = std::iter::once(&auth.user)
+        .chain(auth.users.iter())
+        .find(|user| !user.is_empty());
+    if let Some(user) = user.filter(|_| !auth.is_none()) {
+        if let Some(entry) = config.userlist.get(user) {
+            request = request.header(
+                http::header::AUTHORIZATION,
+                credential(auth.kind, user, &entry.password),
+            );
+        }
+    }
+    request
+}
+
+/// Sends one notification, retrying after a failure (1 s, then 2 s).
+async fn deliver(request: reqwest::RequestBuilder, event: &'static str) {
+    let mut delay = Duration::from_secs(1);
+    for attempt in 1..=ATTEMPTS {
+        let Some(request) = request.try_clone() else {
+            return;
+        };
+        let error = match request.send().await {
+            Ok(response) if response.status().is_success() => {
+                info!(event = "notification-sent", notification = event);
+                return;
+            }
+            Ok(response) => format!("answered {}", response.status()),
+            Err(error) => error.without_url().to_string(),
+        };
+        warn!(event = "notification-failed", notification = event, attempt, error = %error);
+        if attempt < ATTEMPTS {
+            tokio::time::sleep(delay).await;
+            delay *= 2;
+        }
+    }
+}
