@@ -19,6 +19,8 @@ pub const PACKET: usize = 188;
 pub struct Proxy {
     child: Child,
     pub address: String,
+    /// The config file the proxy runs on.
+    pub config_path: PathBuf,
     logs: Arc<Mutex<Vec<String>>>,
     _dir: tempfile::TempDir,
 }
@@ -26,11 +28,16 @@ pub struct Proxy {
 impl Proxy {
     /// Starts the proxy on `config` (its `listen` is set to a free port)
     /// in the working directory `cwd`, and waits until it listens.
-    pub fn start_in(mut config: serde_json::Value, cwd: &Path) -> Proxy {
-        config["listen"] = "127.0.0.1:0".into();
+    pub fn start_in(config: serde_json::Value, cwd: &Path) -> Proxy {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("restreamer.json");
-        std::fs::write(&path, serde_json::to_string_pretty(&config).unwrap()).unwrap();
+        write_config(&path, config);
+        Self::start_on(path, cwd, dir)
+    }
+
+    /// Starts the proxy on an existing config file; `dir` is kept until the
+    /// proxy is dropped.
+    pub fn start_on(path: PathBuf, cwd: &Path, dir: tempfile::TempDir) -> Proxy {
         let mut child = Command::new(env!("CARGO_BIN_EXE_restreamer"))
             .arg(&path)
             .current_dir(cwd)
@@ -59,9 +66,31 @@ impl Proxy {
         Proxy {
             child,
             address,
+            config_path: path,
             logs,
             _dir: dir,
         }
+    }
+
+    /// Replaces the config file (atomically, as an editor or kubectl would).
+    pub fn rewrite(&self, config: serde_json::Value) {
+        let temporary = self.config_path.with_extension("new");
+        write_config(&temporary, config);
+        std::fs::rename(&temporary, &self.config_path).unwrap();
+    }
+
+    /// All log lines so far.
+    pub fn log_lines(&self) -> Vec<String> {
+        self.logs.lock().unwrap().clone()
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own child's pid has no memory effects.
+        unsafe { libc::kill(self.pid(), signal) };
     }
 
     pub fn start(config: serde_json::Value) -> Proxy {
@@ -96,8 +125,7 @@ impl Proxy {
 impl Proxy {
     /// Stops the proxy with SIGTERM and waits for it to exit.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
-        // SAFETY: kill(2) on our own child's pid has no memory effects.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        self.signal(libc::SIGTERM);
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -117,6 +145,12 @@ impl Drop for Proxy {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Writes a config for a test proxy: listening on a free loopback port.
+pub fn write_config(path: &Path, mut config: serde_json::Value) {
+    config["listen"] = "127.0.0.1:0".into();
+    std::fs::write(path, serde_json::to_string_pretty(&config).unwrap()).unwrap();
 }
 
 /// The workspace root (where `examples/` is).
@@ -214,15 +248,33 @@ impl Client {
     }
 
     pub async fn request(method: &str, url: &str) -> Client {
+        Self::send(method, url, &[]).await
+    }
+
+    /// A request with extra headers.
+    pub async fn send(method: &str, url: &str, headers: &[(&str, &str)]) -> Client {
         let socket = connect(url).await;
-        Self::request_on(socket, method, url).await
+        Self::send_on(socket, method, url, headers).await
     }
 
     /// Sends the request on `socket` and reads the response head.
-    pub async fn request_on(mut socket: TcpStream, method: &str, url: &str) -> Client {
+    pub async fn request_on(socket: TcpStream, method: &str, url: &str) -> Client {
+        Self::send_on(socket, method, url, &[]).await
+    }
+
+    pub async fn send_on(
+        mut socket: TcpStream,
+        method: &str,
+        url: &str,
+        headers: &[(&str, &str)],
+    ) -> Client {
         let (host, path) = split_url(url);
-        let request =
-            format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: test\r\n\r\n");
+        let mut request =
+            format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: test\r\n");
+        for (name, value) in headers {
+            request.push_str(&format!("{name}: {value}\r\n"));
+        }
+        request.push_str("\r\n");
         socket.write_all(request.as_bytes()).await.unwrap();
         let mut buffered = Vec::new();
         let head_end = loop {
@@ -325,6 +377,42 @@ impl Client {
                 return None;
             }
             self.chunk_left = size;
+        }
+    }
+
+    /// The whole body of a response that has one (Content-Length or chunked).
+    pub async fn text(&mut self) -> String {
+        let body = match self
+            .header("content-length")
+            .map(|n| n.parse::<usize>().unwrap())
+        {
+            Some(length) => {
+                while self.buffered.len() < length {
+                    assert!(self.fill().await, "connection closed inside the body");
+                }
+                self.buffered.drain(..length).collect()
+            }
+            None if self.chunked => {
+                let mut body = Vec::new();
+                while let Some(data) = self.next_body().await {
+                    body.extend_from_slice(&data);
+                }
+                body
+            }
+            None => Vec::new(),
+        };
+        String::from_utf8(body).expect("a text body")
+    }
+
+    /// Whether the body ends (or the connection closes) within `limit`.
+    pub async fn ends_within(&mut self, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            match tokio::time::timeout_at(deadline, self.next_body()).await {
+                Ok(Some(_)) => continue,
+                Ok(None) => return true,
+                Err(_) => return false,
+            }
         }
     }
 
