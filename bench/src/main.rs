@@ -1,0 +1,217 @@
+//! `restreamer-bench`: fan-out capacity, CPU per gigabyte, memory per
+//! client and added latency of restreamer, side by side with Icecast2 and a
+//! minimal baseline, under the same load on the same machine.
+//!
+//! `bench/run.sh` builds and runs it; see BENCHMARKS.md for the figures.
+
+mod baseline;
+mod load;
+mod run;
+mod source;
+mod ts;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Commands,
+}
+
+#[derive(Subcommand)]
+enum Commands {
+    /// Runs the benchmark and prints the report (Markdown) on stdout.
+    Run {
+        /// Client counts to measure.
+        #[arg(long, value_delimiter = ',', default_value = "10,100,250,500,1000,1500,2000")]
+        clients: Vec<usize>,
+        /// Systems to measure: restreamer, icecast, baseline.
+        #[arg(long, value_delimiter = ',', default_value = "restreamer,icecast,baseline")]
+        systems: Vec<String>,
+        /// Stream bitrate, bits per second.
+        #[arg(long, default_value_t = 8_000_000)]
+        bitrate: u64,
+        /// Seconds to let clients settle before measuring.
+        #[arg(long, default_value_t = 2.0)]
+        warmup: f64,
+        /// Seconds measured.
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+        /// Share of clients reading at a third of the stream's rate.
+        #[arg(long, default_value_t = 0.0)]
+        slow_share: f64,
+        /// Share of clients that never read.
+        #[arg(long, default_value_t = 0.0)]
+        stalled_share: f64,
+        /// restreamer's flushms in the sweep.
+        #[arg(long, default_value_t = 10)]
+        flushms: u64,
+        /// flushms values for the latency/CPU curve (`--flush-curve` alone: no curve).
+        #[arg(long, value_delimiter = ',', num_args = 0.., default_value = "2,5,10,20")]
+        flush_curve: Vec<u64>,
+        /// Clients for the flushms curve.
+        #[arg(long, default_value_t = 1000)]
+        curve_clients: usize,
+        /// The restreamer binary.
+        #[arg(long, default_value = "target/release/restreamer")]
+        restreamer: PathBuf,
+        /// The baseline's write interval, ms.
+        #[arg(long, default_value_t = 20)]
+        baseline_chunk_ms: u64,
+        /// Where to write the raw results (JSON).
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// A few seconds, 10 clients, no curve: checks the harness works.
+        #[arg(long)]
+        smoke: bool,
+    },
+    /// The minimal baseline server (started by `run`).
+    Baseline {
+        #[arg(long)]
+        listen: String,
+        #[arg(long)]
+        source: String,
+        #[arg(long, default_value_t = 20)]
+        chunk_ms: u64,
+        #[arg(long, default_value_t = 400)]
+        queue_packets: usize,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Commands::Baseline { listen, source, chunk_ms, queue_packets } => {
+            baseline::run(&listen, &source, Duration::from_millis(chunk_ms), queue_packets)
+        }
+        Commands::Run {
+            clients,
+            systems,
+            bitrate,
+            warmup,
+            seconds,
+            slow_share,
+            stalled_share,
+            flushms,
+            flush_curve,
+            curve_clients,
+            restreamer,
+            baseline_chunk_ms,
+            json,
+            smoke,
+        } => {
+            let mut settings = run::Settings {
+                clients,
+                systems,
+                bitrate,
+                warmup: Duration::from_secs_f64(warmup),
+                window: Duration::from_secs_f64(seconds),
+                slow_share,
+                stalled_share,
+                flushms,
+                flush_curve,
+                curve_clients,
+                restreamer,
+                baseline_chunk_ms,
+            };
+            if smoke {
+                settings.clients = vec![10];
+                settings.warmup = Duration::from_secs(1);
+                settings.window = Duration::from_secs(2);
+                settings.flush_curve.clear();
+                if which("icecast2").is_none() {
+                    settings.systems.retain(|s| s != "icecast");
+                }
+            }
+            let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+            let results = runtime.block_on(run::run(&settings))?;
+            if let Some(path) = json {
+                std::fs::write(path, serde_json::to_string_pretty(&results)?)?;
+            }
+            print!("{}", report(&settings, &results));
+            if smoke {
+                // The harness must work: ours keeps up with 10 clients.
+                let ours = results.iter().find(|r| r.system == "restreamer").expect("restreamer was measured");
+                anyhow::ensure!(ours.all_kept_up(), "restreamer did not keep up with 10 clients: {ours:?}");
+            }
+            Ok(())
+        }
+    }
+}
+
+fn which(program: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|dir| PathBuf::from(dir).join(program))
+        .find(|path| path.is_file())
+}
+
+/// The Markdown report: the sweep, the ratios, the flushms curve.
+fn report(settings: &run::Settings, results: &[run::RunResult]) -> String {
+    let mut out = String::new();
+    let sweep: Vec<&run::RunResult> = results
+        .iter()
+        .filter(|r| r.system != "restreamer" || r.flushms == Some(settings.flushms))
+        .take(settings.clients.len() * settings.systems.len())
+        .collect();
+    out.push_str(&format!(
+        "Stream {:.1} Mbit/s, {:.0} s measured after {:.0} s warm-up, {:.0} % slow and {:.0} % stalled clients.\n\n",
+        settings.bitrate as f64 / 1e6,
+        settings.window.as_secs_f64(),
+        settings.warmup.as_secs_f64(),
+        settings.slow_share * 100.0,
+        settings.stalled_share * 100.0
+    ));
+    out.push_str("| clients | system | kept up | CPU s/GB | × baseline | RSS MB | latency p50 ms | p99 ms |\n");
+    out.push_str("|---:|---|---:|---:|---:|---:|---:|---:|\n");
+    for r in &sweep {
+        let baseline = sweep
+            .iter()
+            .find(|b| b.system == "baseline" && b.clients == r.clients)
+            .map(|b| b.cpu_seconds_per_gb);
+        let ratio = baseline.map_or("–".to_string(), |b| format!("{:.2}", r.cpu_seconds_per_gb / b));
+        out.push_str(&format!(
+            "| {} | {} | {}/{} | {:.2} | {} | {:.1} | {:.1} | {:.1} |\n",
+            r.clients, r.system, r.kept_up, r.fast_clients, r.cpu_seconds_per_gb, ratio, r.rss_mb, r.latency_p50_ms, r.latency_p99_ms
+        ));
+    }
+
+    out.push_str("\n| system | max clients all kept up | RSS growth per client (KiB) |\n|---|---:|---:|\n");
+    for system in &settings.systems {
+        let runs: Vec<&&run::RunResult> = sweep.iter().filter(|r| &r.system == system).collect();
+        let kept: Vec<&&&run::RunResult> = runs.iter().filter(|r| r.all_kept_up()).collect();
+        let max = kept.iter().map(|r| r.clients).max();
+        let growth = match (kept.first(), kept.last()) {
+            (Some(low), Some(high)) if high.clients > low.clients => format!(
+                "{:.1}",
+                (high.rss_mb - low.rss_mb) * 1024.0 / (high.clients - low.clients) as f64
+            ),
+            _ => "–".into(),
+        };
+        out.push_str(&format!("| {system} | {} | {growth} |\n", max.map_or("none".into(), |m| m.to_string())));
+    }
+
+    let curve: Vec<&run::RunResult> = results[sweep.len()..].iter().collect();
+    if !curve.is_empty() {
+        out.push_str(&format!(
+            "\nrestreamer at {} clients by `flushms`:\n\n| flushms | kept up | CPU s/GB | latency p50 ms | p99 ms |\n|---:|---:|---:|---:|---:|\n",
+            settings.curve_clients
+        ));
+        for r in curve {
+            out.push_str(&format!(
+                "| {} | {}/{} | {:.2} | {:.1} | {:.1} |\n",
+                r.flushms.unwrap_or_default(),
+                r.kept_up,
+                r.fast_clients,
+                r.cpu_seconds_per_gb,
+                r.latency_p50_ms,
+                r.latency_p99_ms
+            ));
+        }
+    }
+    out
+}

@@ -1,0 +1,74 @@
+//! Micro-benchmarks of the hot path: packet alignment throughput, and the
+//! hub's cost to publish a batch and hand it to 1, 100 and 10,000 clients.
+//!
+//! `cargo bench -p restreamer --bench hot_path`
+
+use bytes::Bytes;
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use futures_util::FutureExt;
+use restreamer::align::{Aligner, PACKET_SIZE};
+use restreamer::hub::Hub;
+
+/// `count` valid packets.
+fn packets(count: usize) -> Vec<u8> {
+    (0..count)
+        .flat_map(|i| {
+            let mut packet = [i as u8; PACKET_SIZE];
+            packet[0] = 0x47;
+            packet
+        })
+        .collect()
+}
+
+fn alignment(c: &mut Criterion) {
+    let input = packets(10_000);
+    let mut group = c.benchmark_group("align");
+    group.throughput(Throughput::Bytes(input.len() as u64));
+    for read_size in [1316, 65536] {
+        group.bench_with_input(BenchmarkId::new("reads_of", read_size), &read_size, |b, &read_size| {
+            let mut out = Vec::new();
+            b.iter(|| {
+                let mut aligner = Aligner::new();
+                for piece in input.chunks(read_size) {
+                    aligner.read_buffer(piece.len()).extend_from_slice(piece);
+                    aligner.scan(|_| {});
+                    aligner.take(&mut out);
+                    out.clear();
+                }
+            });
+        });
+    }
+    group.finish();
+}
+
+fn fan_out(c: &mut Criterion) {
+    // One batch: 10 ms of an 8 Mbit/s stream.
+    let batch = Bytes::from(packets(53));
+    let mut group = c.benchmark_group("hub");
+    for subscribers in [1usize, 100, 10_000] {
+        let hub = Hub::new(400);
+        let mut clients: Vec<_> = (0..subscribers).map(|_| hub.subscribe()).collect();
+        group.throughput(Throughput::Elements(53));
+        group.bench_function(BenchmarkId::new("publish", subscribers), |b| {
+            b.iter(|| hub.publish(batch.clone()));
+        });
+        // Publish, then every client takes the batch (what each client's
+        // task does when woken).
+        group.throughput(Throughput::Elements(53 * subscribers as u64));
+        group.bench_function(BenchmarkId::new("publish_and_deliver", subscribers), |b| {
+            b.iter(|| {
+                hub.publish(batch.clone());
+                for client in &mut clients {
+                    // Catch up to the newest batch (earlier iterations left some).
+                    while let Some(Some(data)) = client.next().now_or_never() {
+                        std::hint::black_box(data);
+                    }
+                }
+            });
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, alignment, fan_out);
+criterion_main!(benches);
