@@ -19,7 +19,12 @@ struct Client {
 }
 
 /// Runs the baseline server until killed.
-pub fn run(listen: &str, source: &str, chunk: Duration, queue_packets: usize) -> anyhow::Result<()> {
+pub fn run(
+    listen: &str,
+    source: &str,
+    chunk: Duration,
+    queue_packets: usize,
+) -> anyhow::Result<()> {
     let listener = TcpListener::bind(listen)?;
     let clients: Arc<Mutex<Vec<Client>>> = Arc::default();
     let arrived: Arc<Mutex<Vec<u8>>> = Arc::default();
@@ -79,7 +84,10 @@ fn greet(mut socket: TcpStream) -> std::io::Result<Client> {
     }
     socket.write_all(b"HTTP/1.0 200 OK\r\nContent-Type: video/mpeg\r\n\r\n")?;
     socket.set_nonblocking(true)?;
-    Ok(Client { socket, pending: Vec::new() })
+    Ok(Client {
+        socket,
+        pending: Vec::new(),
+    })
 }
 
 /// Writes `data` to a client, queueing what it cannot take (up to `limit`
@@ -91,14 +99,18 @@ fn send(client: &mut Client, data: &[u8], limit: usize) -> bool {
         Err(_) => None,
     };
     if client.pending.is_empty() {
-        let Some(n) = write(&mut client.socket, data) else { return false };
+        let Some(n) = write(&mut client.socket, data) else {
+            return false;
+        };
         client.pending.extend_from_slice(&data[n..]);
         return true;
     }
     if client.pending.len() + data.len() <= limit {
         client.pending.extend_from_slice(data);
     }
-    let Some(n) = write(&mut client.socket, &client.pending) else { return false };
+    let Some(n) = write(&mut client.socket, &client.pending) else {
+        return false;
+    };
     client.pending.drain(..n);
     true
 }

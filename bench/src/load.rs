@@ -64,7 +64,9 @@ impl Load {
             };
             let address = self.address.clone();
             let path = self.path.clone();
-            tasks.push(tokio::spawn(async move { client(&address, &path, kind, start, end).await }));
+            tasks.push(tokio::spawn(async move {
+                client(&address, &path, kind, start, end).await
+            }));
             if i % 100 == 99 {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
@@ -77,7 +79,13 @@ impl Load {
     }
 }
 
-async fn client(address: &str, path: &str, kind: Kind, start: Instant, end: Instant) -> ClientReport {
+async fn client(
+    address: &str,
+    path: &str,
+    kind: Kind,
+    start: Instant,
+    end: Instant,
+) -> ClientReport {
     let mut report = ClientReport {
         kind,
         status: 0,
@@ -85,8 +93,11 @@ async fn client(address: &str, path: &str, kind: Kind, start: Instant, end: Inst
         continuity_errors: 0,
         latency_us: Histogram::new_with_bounds(1, 60_000_000, 3).unwrap(),
     };
-    let Ok(mut socket) = TcpStream::connect(address).await else { return report };
-    let request = format!("GET {path} HTTP/1.0\r\nHost: {address}\r\nUser-Agent: restreamer-bench\r\n\r\n");
+    let Ok(mut socket) = TcpStream::connect(address).await else {
+        return report;
+    };
+    let request =
+        format!("GET {path} HTTP/1.0\r\nHost: {address}\r\nUser-Agent: restreamer-bench\r\n\r\n");
     if socket.write_all(request.as_bytes()).await.is_err() {
         return report;
     }
@@ -94,14 +105,20 @@ async fn client(address: &str, path: &str, kind: Kind, start: Instant, end: Inst
     let mut data: Vec<u8> = Vec::new();
     // Response head.
     loop {
-        let Ok(Ok(n)) = tokio::time::timeout_at(end, socket.read(&mut buf)).await else { return report };
+        let Ok(Ok(n)) = tokio::time::timeout_at(end, socket.read(&mut buf)).await else {
+            return report;
+        };
         if n == 0 {
             return report;
         }
         data.extend_from_slice(&buf[..n]);
         if let Some(head_end) = data.windows(4).position(|w| w == b"\r\n\r\n") {
             let head = String::from_utf8_lossy(&data[..head_end]).to_string();
-            report.status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+            report.status = head
+                .split(' ')
+                .nth(1)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
             data.drain(..head_end + 4);
             break;
         }
@@ -155,7 +172,11 @@ async fn client(address: &str, path: &str, kind: Kind, start: Instant, end: Inst
         if now >= end {
             return report;
         }
-        let read_size = if kind == Kind::Slow { 16 * 1024 } else { buf.len() };
+        let read_size = if kind == Kind::Slow {
+            16 * 1024
+        } else {
+            buf.len()
+        };
         let n = match tokio::time::timeout_at(end, socket.read(&mut buf[..read_size])).await {
             Ok(Ok(0)) | Ok(Err(_)) => return report,
             Ok(Ok(n)) => n,

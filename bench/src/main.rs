@@ -27,10 +27,18 @@ enum Commands {
     /// Runs the benchmark and prints the report (Markdown) on stdout.
     Run {
         /// Client counts to measure.
-        #[arg(long, value_delimiter = ',', default_value = "10,100,250,500,1000,1500,2000")]
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "10,100,250,500,1000,1500,2000"
+        )]
         clients: Vec<usize>,
         /// Systems to measure: restreamer, icecast, baseline.
-        #[arg(long, value_delimiter = ',', default_value = "restreamer,icecast,baseline")]
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "restreamer,icecast,baseline"
+        )]
         systems: Vec<String>,
         /// Stream bitrate, bits per second.
         #[arg(long, default_value_t = 8_000_000)]
@@ -50,6 +58,9 @@ enum Commands {
         /// restreamer's flushms in the sweep.
         #[arg(long, default_value_t = 10)]
         flushms: u64,
+        /// restreamer's outputbuffer (packets); unset: its default.
+        #[arg(long)]
+        outputbuffer: Option<usize>,
         /// flushms values for the latency/CPU curve (`--flush-curve` alone: no curve).
         #[arg(long, value_delimiter = ',', num_args = 0.., default_value = "2,5,10,20")]
         flush_curve: Vec<u64>,
@@ -84,9 +95,17 @@ enum Commands {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Commands::Baseline { listen, source, chunk_ms, queue_packets } => {
-            baseline::run(&listen, &source, Duration::from_millis(chunk_ms), queue_packets)
-        }
+        Commands::Baseline {
+            listen,
+            source,
+            chunk_ms,
+            queue_packets,
+        } => baseline::run(
+            &listen,
+            &source,
+            Duration::from_millis(chunk_ms),
+            queue_packets,
+        ),
         Commands::Run {
             clients,
             systems,
@@ -96,6 +115,7 @@ fn main() -> anyhow::Result<()> {
             slow_share,
             stalled_share,
             flushms,
+            outputbuffer,
             flush_curve,
             curve_clients,
             restreamer,
@@ -112,6 +132,7 @@ fn main() -> anyhow::Result<()> {
                 slow_share,
                 stalled_share,
                 flushms,
+                outputbuffer,
                 flush_curve,
                 curve_clients,
                 restreamer,
@@ -126,7 +147,10 @@ fn main() -> anyhow::Result<()> {
                     settings.systems.retain(|s| s != "icecast");
                 }
             }
-            let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
             let results = runtime.block_on(run::run(&settings))?;
             if let Some(path) = json {
                 std::fs::write(path, serde_json::to_string_pretty(&results)?)?;
@@ -134,8 +158,14 @@ fn main() -> anyhow::Result<()> {
             print!("{}", report(&settings, &results));
             if smoke {
                 // The harness must work: ours keeps up with 10 clients.
-                let ours = results.iter().find(|r| r.system == "restreamer").expect("restreamer was measured");
-                anyhow::ensure!(ours.all_kept_up(), "restreamer did not keep up with 10 clients: {ours:?}");
+                let ours = results
+                    .iter()
+                    .find(|r| r.system == "restreamer")
+                    .expect("restreamer was measured");
+                anyhow::ensure!(
+                    ours.all_kept_up(),
+                    "restreamer did not keep up with 10 clients: {ours:?}"
+                );
             }
             Ok(())
         }
@@ -173,14 +203,26 @@ fn report(settings: &run::Settings, results: &[run::RunResult]) -> String {
             .iter()
             .find(|b| b.system == "baseline" && b.clients == r.clients)
             .map(|b| b.cpu_seconds_per_gb);
-        let ratio = baseline.map_or("–".to_string(), |b| format!("{:.2}", r.cpu_seconds_per_gb / b));
+        let ratio = baseline.map_or("–".to_string(), |b| {
+            format!("{:.2}", r.cpu_seconds_per_gb / b)
+        });
         out.push_str(&format!(
             "| {} | {} | {}/{} | {:.2} | {} | {:.1} | {:.1} | {:.1} |\n",
-            r.clients, r.system, r.kept_up, r.fast_clients, r.cpu_seconds_per_gb, ratio, r.rss_mb, r.latency_p50_ms, r.latency_p99_ms
+            r.clients,
+            r.system,
+            r.kept_up,
+            r.fast_clients,
+            r.cpu_seconds_per_gb,
+            ratio,
+            r.rss_mb,
+            r.latency_p50_ms,
+            r.latency_p99_ms
         ));
     }
 
-    out.push_str("\n| system | max clients all kept up | RSS growth per client (KiB) |\n|---|---:|---:|\n");
+    out.push_str(
+        "\n| system | max clients all kept up | RSS growth per client (KiB) |\n|---|---:|---:|\n",
+    );
     for system in &settings.systems {
         let runs: Vec<&&run::RunResult> = sweep.iter().filter(|r| &r.system == system).collect();
         let kept: Vec<&&&run::RunResult> = runs.iter().filter(|r| r.all_kept_up()).collect();
@@ -192,7 +234,10 @@ fn report(settings: &run::Settings, results: &[run::RunResult]) -> String {
             ),
             _ => "–".into(),
         };
-        out.push_str(&format!("| {system} | {} | {growth} |\n", max.map_or("none".into(), |m| m.to_string())));
+        out.push_str(&format!(
+            "| {system} | {} | {growth} |\n",
+            max.map_or("none".into(), |m| m.to_string())
+        ));
     }
 
     let curve: Vec<&run::RunResult> = results[sweep.len()..].iter().collect();

@@ -29,6 +29,8 @@ pub struct Settings {
     pub stalled_share: f64,
     /// restreamer's `flushms` for the sweep.
     pub flushms: u64,
+    /// restreamer's `outputbuffer`; `None`: its default.
+    pub outputbuffer: Option<usize>,
     /// Also measure restreamer at `curve_clients` for these `flushms`.
     pub flush_curve: Vec<u64>,
     pub curve_clients: usize,
@@ -73,13 +75,29 @@ pub async fn run(settings: &Settings) -> anyhow::Result<Vec<RunResult>> {
     let mut results = Vec::new();
     for &clients in &settings.clients {
         for system in &settings.systems {
-            let result = one(settings, system, clients, settings.flushms, &source_address, &stream).await?;
+            let result = one(
+                settings,
+                system,
+                clients,
+                settings.flushms,
+                &source_address,
+                &stream,
+            )
+            .await?;
             eprintln!("{}", summary_line(&result));
             results.push(result);
         }
     }
     for &flushms in &settings.flush_curve {
-        let result = one(settings, "restreamer", settings.curve_clients, flushms, &source_address, &stream).await?;
+        let result = one(
+            settings,
+            "restreamer",
+            settings.curve_clients,
+            flushms,
+            &source_address,
+            &stream,
+        )
+        .await?;
         eprintln!("{}", summary_line(&result));
         results.push(result);
     }
@@ -91,7 +109,9 @@ fn summary_line(r: &RunResult) -> String {
         "{:>10} {:>5} clients{}: kept up {}/{}, {:.2} CPU s/GB, RSS {:.1} MB, p99 {:.1} ms",
         r.system,
         r.clients,
-        r.flushms.map(|f| format!(" (flushms {f})")).unwrap_or_default(),
+        r.flushms
+            .map(|f| format!(" (flushms {f})"))
+            .unwrap_or_default(),
         r.kept_up,
         r.fast_clients,
         r.cpu_seconds_per_gb,
@@ -114,12 +134,15 @@ async fn one(
     let address = format!("127.0.0.1:{port}");
     let (mut server, path) = match system {
         "restreamer" => {
-            let config = serde_json::json!({
+            let mut config = serde_json::json!({
                 "listen": address,
                 "reconnect": 1,
                 "flushms": flushms,
                 "resources": [{"type": "stream", "serve": "/live.ts", "remote": format!("tcp://{source_address}")}]
             });
+            if let Some(packets) = settings.outputbuffer {
+                config["outputbuffer"] = packets.into();
+            }
             let config_path = dir.join("restreamer.json");
             std::fs::write(&config_path, config.to_string())?;
             let child = Command::new(&settings.restreamer)
@@ -165,7 +188,9 @@ async fn one(
         // CPU time over exactly the measurement window.
         let load_task = async { load.run().await };
         let cpu_task = async {
-            let start = tokio::time::Instant::now() + Duration::from_millis(clients as u64 / 2 + 200) + settings.warmup;
+            let start = tokio::time::Instant::now()
+                + Duration::from_millis(clients as u64 / 2 + 200)
+                + settings.warmup;
             tokio::time::sleep_until(start).await;
             let before = cpu_seconds(pid);
             tokio::time::sleep(settings.window).await;
@@ -174,7 +199,9 @@ async fn one(
             (after - before, rss, peak)
         };
         let ((reports, _), (cpu, rss, peak)) = tokio::join!(load_task, cpu_task);
-        anyhow::Ok(summarise(system, clients, flushms, settings, &reports, cpu, rss, peak))
+        anyhow::Ok(summarise(
+            system, clients, flushms, settings, &reports, cpu, rss, peak,
+        ))
     }
     .await;
     let _ = server.kill();
@@ -202,7 +229,9 @@ fn summarise(
     let fast: Vec<&ClientReport> = reports.iter().filter(|r| r.kind == Kind::Fast).collect();
     let kept_up = fast
         .iter()
-        .filter(|r| r.status == 200 && r.continuity_errors == 0 && r.bytes as f64 >= 0.95 * expected)
+        .filter(|r| {
+            r.status == 200 && r.continuity_errors == 0 && r.bytes as f64 >= 0.95 * expected
+        })
         .count();
     let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
     for report in &fast {
@@ -219,7 +248,11 @@ fn summarise(
         refused: reports.iter().filter(|r| r.status != 200).count(),
         delivered_bytes: delivered,
         cpu_seconds: cpu,
-        cpu_seconds_per_gb: if delivered > 0 { cpu / (delivered as f64 / 1e9) } else { f64::NAN },
+        cpu_seconds_per_gb: if delivered > 0 {
+            cpu / (delivered as f64 / 1e9)
+        } else {
+            f64::NAN
+        },
         rss_mb: rss,
         peak_rss_mb: peak,
         latency_p50_ms: latency.value_at_quantile(0.5) as f64 / 1000.0,
@@ -230,10 +263,22 @@ fn summarise(
 
 /// User plus system CPU seconds of a process, from `/proc/PID/stat`.
 pub fn cpu_seconds(pid: u32) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return f64::NAN };
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return f64::NAN;
+    };
     // Fields after the command name (which may hold spaces) in parentheses.
-    let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("").split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(f64::NAN);
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(f64::NAN)
+    };
     // utime and stime are fields 14 and 15 of stat, 12 and 13 after the name.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
     (ticks(11) + ticks(12)) / hz
@@ -241,7 +286,9 @@ pub fn cpu_seconds(pid: u32) -> f64 {
 
 /// Resident and peak resident memory of a process, in MB.
 pub fn memory_mb(pid: u32) -> (f64, f64) {
-    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else { return (f64::NAN, f64::NAN) };
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return (f64::NAN, f64::NAN);
+    };
     let field = |name: &str| {
         status
             .lines()
@@ -309,7 +356,9 @@ async fn wait_for_stream(address: &str, path: &str) -> anyhow::Result<()> {
             let request = format!("GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n");
             if socket.write_all(request.as_bytes()).await.is_ok() {
                 let mut head = [0u8; 64];
-                if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(1), socket.read(&mut head)).await {
+                if let Ok(Ok(n)) =
+                    tokio::time::timeout(Duration::from_secs(1), socket.read(&mut head)).await
+                {
                     if String::from_utf8_lossy(&head[..n]).contains(" 200 ") {
                         return Ok(());
                     }
@@ -322,11 +371,17 @@ async fn wait_for_stream(address: &str, path: &str) -> anyhow::Result<()> {
 }
 
 fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 fn tempdir() -> anyhow::Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!("restreamer-bench-{}-{}", std::process::id(), crate::ts::now_ns()));
+    let dir = std::env::temp_dir().join(format!(
+        "restreamer-bench-{}-{}",
+        std::process::id(),
+        crate::ts::now_ns()
+    ));
     std::fs::create_dir_all(&dir)?;
     // Icecast drops to nobody and writes its logs here.
     use std::os::unix::fs::PermissionsExt;
@@ -338,7 +393,10 @@ fn tempdir() -> anyhow::Result<PathBuf> {
 /// servers started from here inherit the raised limit.
 pub fn raise_file_limit() {
     unsafe {
-        let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
             limit.rlim_cur = limit.rlim_max;
             libc::setrlimit(libc::RLIMIT_NOFILE, &limit);

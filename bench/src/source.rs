@@ -54,14 +54,21 @@ pub fn generate(bitrate: u64) -> broadcast::Sender<Bytes> {
 /// Serves the stream to every TCP connection on `listener`.
 pub async fn serve_tcp(listener: TcpListener, stream: broadcast::Sender<Bytes>) {
     loop {
-        let Ok((socket, _)) = listener.accept().await else { continue };
+        let Ok((socket, _)) = listener.accept().await else {
+            continue;
+        };
         let _ = socket.set_nodelay(true);
         tokio::spawn(feed(socket, stream.subscribe()));
     }
 }
 
 /// Pushes the stream to an Icecast mount with the SOURCE method.
-pub async fn push_icecast(address: &str, mount: &str, password: &str, stream: broadcast::Sender<Bytes>) -> anyhow::Result<()> {
+pub async fn push_icecast(
+    address: &str,
+    mount: &str,
+    password: &str,
+    stream: broadcast::Sender<Bytes>,
+) -> anyhow::Result<()> {
     let mut socket = TcpStream::connect(address).await?;
     socket.set_nodelay(true)?;
     let credentials = BASE64.encode(format!("source:{password}"));

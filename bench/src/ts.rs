@@ -46,7 +46,10 @@ fn header(packet: &mut [u8; PACKET], pid: u16, cc: u8) {
 }
 
 pub fn now_ns() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
 }
 
 /// Checks a client's packets: continuity per PID, and marker latency.
@@ -107,7 +110,10 @@ mod tests {
             }
         }
         let mut checker = Checker::default();
-        let latencies: Vec<u64> = stream.chunks(PACKET).filter_map(|p| checker.packet(p)).collect();
+        let latencies: Vec<u64> = stream
+            .chunks(PACKET)
+            .filter_map(|p| checker.packet(p))
+            .collect();
         assert_eq!(checker.continuity_errors, 0);
         assert_eq!(latencies.len(), 4);
 

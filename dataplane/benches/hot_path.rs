@@ -25,18 +25,22 @@ fn alignment(c: &mut Criterion) {
     let mut group = c.benchmark_group("align");
     group.throughput(Throughput::Bytes(input.len() as u64));
     for read_size in [1316, 65536] {
-        group.bench_with_input(BenchmarkId::new("reads_of", read_size), &read_size, |b, &read_size| {
-            let mut out = Vec::new();
-            b.iter(|| {
-                let mut aligner = Aligner::new();
-                for piece in input.chunks(read_size) {
-                    aligner.read_buffer(piece.len()).extend_from_slice(piece);
-                    aligner.scan(|_| {});
-                    aligner.take(&mut out);
-                    out.clear();
-                }
-            });
-        });
+        group.bench_with_input(
+            BenchmarkId::new("reads_of", read_size),
+            &read_size,
+            |b, &read_size| {
+                let mut out = Vec::new();
+                b.iter(|| {
+                    let mut aligner = Aligner::new();
+                    for piece in input.chunks(read_size) {
+                        aligner.read_buffer(piece.len()).extend_from_slice(piece);
+                        aligner.scan(|_| {});
+                        aligner.take(&mut out);
+                        out.clear();
+                    }
+                });
+            },
+        );
     }
     group.finish();
 }

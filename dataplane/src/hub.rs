@@ -21,9 +21,12 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
+use futures_util::StreamExt;
 use tokio::sync::watch;
+use tokio_stream::wrappers::WatchStream;
 
 use crate::align::PACKET_SIZE;
 
@@ -138,7 +141,7 @@ impl Hub {
             next_packet: ring.head,
             epoch: ring.epoch,
             queue_packets: self.queue_packets.load(Ordering::Relaxed),
-            wake: self.wake.subscribe(),
+            wake: WatchStream::from_changes(self.wake.subscribe()),
             dropped_packets: 0,
         }
     }
@@ -189,7 +192,8 @@ pub struct Subscriber {
     epoch: u64,
     /// Longest queue this client may have, in packets.
     queue_packets: u64,
-    wake: watch::Receiver<()>,
+    /// Yields after every publish (and close) since it was last polled.
+    wake: WatchStream<()>,
     dropped_packets: u64,
 }
 
@@ -197,17 +201,22 @@ impl Subscriber {
     /// The next run of packets for this client, waiting for one if none is
     /// there yet; `None` once the hub is closed.
     pub async fn next(&mut self) -> Option<Bytes> {
+        std::future::poll_fn(|cx| self.poll_next(cx)).await
+    }
+
+    /// [`Subscriber::next`] as a poll, for a response body to call without
+    /// a future per packet run.
+    pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
         loop {
-            // Mark the signal seen before looking, so that a publish after
-            // the look wakes us.
-            self.wake.borrow_and_update();
             match self.try_next() {
-                Next::Data(data) => return Some(data),
-                Next::Closed => return None,
+                Next::Data(data) => return Poll::Ready(Some(data)),
+                Next::Closed => return Poll::Ready(None),
                 Next::Empty => {}
             }
-            if self.wake.changed().await.is_err() {
-                return None;
+            // A publish after the look above makes this ready at once, so
+            // no wake-up is lost; a spurious one only costs another look.
+            if ready!(self.wake.poll_next_unpin(cx)).is_none() {
+                return Poll::Ready(None);
             }
         }
     }

@@ -94,13 +94,25 @@ fn main() -> ExitCode {
 /// Every client is a socket: lift the soft descriptor limit (often 1024) to
 /// the hard one, as Go's runtime does for the original.
 fn raise_file_limit() {
-    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: getrlimit/setrlimit only read and write the struct passed.
     unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
-            let raised = libc::rlimit { rlim_cur: limit.rlim_max, ..limit };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                ..limit
+            };
             if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-                tracing::info!(event = "file-limit", from = limit.rlim_cur, to = limit.rlim_max, "raised the open file limit");
+                tracing::info!(
+                    event = "file-limit",
+                    from = limit.rlim_cur,
+                    to = limit.rlim_max,
+                    "raised the open file limit"
+                );
             }
         }
     }

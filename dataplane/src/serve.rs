@@ -16,13 +16,15 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{combinators::BoxBody, BodyExt, Empty, Full, StreamBody};
+use http_body_util::{combinators::BoxBody, BodyExt, Empty, Full};
 use hyper::body::{Frame, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -161,15 +163,36 @@ fn serve_stream(
         return refuse("maxconnections");
     };
     let client = StreamClient::new(stream.hub.subscribe(), permit, peer, &stream.path);
-    let body =
-        futures_util::stream::unfold((client, preamble), |(mut client, preamble)| async move {
-            let data = match preamble {
-                Some(preamble) => preamble,
-                None => client.subscriber.next().await?,
-            };
-            Some((Ok(Frame::data(data)), (client, None)))
-        });
-    stream_response(StatusCode::OK, BodyExt::boxed(StreamBody::new(body)))
+    stream_response(
+        StatusCode::OK,
+        BodyExt::boxed(ClientBody { client, preamble }),
+    )
+}
+
+/// A stream client's response body: the preamble, then whatever its
+/// subscriber has, for as long as the stream lasts.
+struct ClientBody {
+    client: StreamClient,
+    preamble: Option<Bytes>,
+}
+
+impl http_body::Body for ClientBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let this = self.get_mut();
+        if let Some(preamble) = this.preamble.take() {
+            return Poll::Ready(Some(Ok(Frame::data(preamble))));
+        }
+        this.client
+            .subscriber
+            .poll_next(cx)
+            .map(|data| data.map(|data| Ok(Frame::data(data))))
+    }
 }
 
 /// A connected stream client; logs when it goes.
