@@ -1,22 +1,160 @@
-//! `restreamer-operator`: the Kubernetes controller for `Restream`
-//! resources. This is the skeleton the operator grows in; it already shares
-//! the data plane's config types, so the config it will render can never
-//! drift from the one the data plane reads.
+//! The `restreamer-operator` command: `crdgen` prints the CRD, `render`
+//! prints offline what the controller would apply for a Restream, `run`
+//! runs the controller.
 
-use clap::Parser;
+use std::path::PathBuf;
+use std::sync::Arc;
 
-/// Kubernetes operator for restreamer (work in progress: no subcommands yet).
+use clap::{Parser, Subcommand};
+use restreamer_operator::controller::{self, Context};
+use restreamer_operator::crd::{self, Restream};
+use restreamer_operator::metrics::Metrics;
+use restreamer_operator::{leader, render};
+
 #[derive(Parser)]
-#[command(version)]
-struct Cli {}
+#[command(version, about = "Kubernetes operator for restreamer")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
 
-fn main() {
-    let _cli = Cli::parse();
-    // The default data-plane config is what an empty Restream will render to.
-    let config = restreamer::config::Config::default();
-    eprintln!(
-        "restreamer-operator: the controller is not implemented yet (data-plane default listen: {})",
-        config.listen
-    );
-    std::process::exit(2);
+#[derive(Subcommand)]
+enum Command {
+    /// Prints the Restream CustomResourceDefinition (YAML).
+    Crdgen,
+    /// Prints every object the controller would apply for a Restream (YAML).
+    Render {
+        /// The Restream manifest (YAML); `-` for standard input.
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+        /// The data-plane image for Restreams that name none.
+        #[arg(long, env = "RESTREAMER_IMAGE", default_value = DEFAULT_IMAGE)]
+        image: String,
+    },
+    /// Runs the controller against the cluster of the current kubeconfig or
+    /// service account.
+    Run {
+        /// The data-plane image for Restreams that name none.
+        #[arg(long, env = "RESTREAMER_IMAGE", default_value = DEFAULT_IMAGE)]
+        image: String,
+        /// Address of `/metrics`, `/healthz` and `/readyz`.
+        #[arg(long, default_value = "0.0.0.0:8080")]
+        metrics_address: String,
+        /// Hold this Lease before reconciling, so several replicas can run.
+        #[arg(long, env = "LEADER_ELECTION_LEASE")]
+        leader_election_lease: Option<String>,
+        /// Namespace of the Lease.
+        #[arg(long, env = "POD_NAMESPACE", default_value = "restreamer-system")]
+        namespace: String,
+        /// This replica's identity in the Lease.
+        #[arg(long, env = "POD_NAME", default_value = "restreamer-operator")]
+        identity: String,
+    },
+}
+
+const DEFAULT_IMAGE: &str = "ghcr.io/restreamer/restreamer:0.1.0";
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Crdgen => {
+            print!("{}", serde_yaml::to_string(&crd::crd())?);
+            Ok(())
+        }
+        Command::Render { file, image } => {
+            let text = if file.as_os_str() == "-" {
+                std::io::read_to_string(std::io::stdin())?
+            } else {
+                std::fs::read_to_string(&file)?
+            };
+            let restream: Restream = serde_yaml::from_str(&text)
+                .map_err(|e| anyhow::anyhow!("{}: not a Restream: {e}", file.display()))?;
+            let mut restream = restream;
+            restream
+                .metadata
+                .namespace
+                .get_or_insert_with(|| "default".into());
+            let rendered = render::render(&restream, &image)?;
+            print!("{}", render::to_yaml(&rendered));
+            Ok(())
+        }
+        Command::Run {
+            image,
+            metrics_address,
+            leader_election_lease,
+            namespace,
+            identity,
+        } => {
+            tracing_subscriber::fmt()
+                .json()
+                .flatten_event(true)
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                )
+                .init();
+            let runtime = tokio::runtime::Runtime::new()?;
+            runtime.block_on(async {
+                let client = kube::Client::try_default().await?;
+                let metrics = Arc::new(Metrics::default());
+                tokio::spawn(serve_metrics(metrics_address, Arc::clone(&metrics)));
+                if let Some(lease) = leader_election_lease {
+                    leader::lead(client.clone(), &namespace, &lease, &identity).await;
+                }
+                let reporter = kube::runtime::events::Reporter {
+                    controller: "restreamer-operator".into(),
+                    instance: Some(identity),
+                };
+                let ctx = Arc::new(Context {
+                    client,
+                    metrics,
+                    reporter,
+                    default_image: image,
+                });
+                controller::run(ctx).await;
+                anyhow::Ok(())
+            })
+        }
+    }
+}
+
+/// Serves the operator's metrics and health endpoints.
+async fn serve_metrics(address: String, metrics: Arc<Metrics>) {
+    use http_body_util::Full;
+    use hyper::body::Bytes;
+    let listener = match tokio::net::TcpListener::bind(&address).await {
+        Ok(listener) => listener,
+        Err(error) => {
+            tracing::error!(event = "error", address, error = %error, "cannot serve metrics");
+            return;
+        }
+    };
+    loop {
+        let Ok((socket, _)) = listener.accept().await else {
+            continue;
+        };
+        let metrics = Arc::clone(&metrics);
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(
+                move |request: hyper::Request<hyper::body::Incoming>| {
+                    let metrics = Arc::clone(&metrics);
+                    async move {
+                        let (status, body) = match request.uri().path() {
+                            "/metrics" => (200, metrics.render()),
+                            "/healthz" | "/readyz" => (200, "ok\n".to_string()),
+                            _ => (404, "404 page not found\n".to_string()),
+                        };
+                        Ok::<_, std::convert::Infallible>(
+                            hyper::Response::builder()
+                                .status(status)
+                                .body(Full::new(Bytes::from(body)))
+                                .unwrap(),
+                        )
+                    }
+                },
+            );
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(socket), service)
+                .await;
+        });
+    }
 }

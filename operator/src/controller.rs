@@ -1,0 +1,545 @@
+//! The controller: watches `Restream`s and the objects they own, and
+//! reconciles each Restream by server-side applying what [`render`] makes
+//! of it, then reporting in its status.
+//!
+//! Shaped after kube-rs's controller-rs: a [`Context`] built once, a
+//! [`reconcile`] that returns when to look again, an [`error_policy`] that
+//! counts failures and backs off.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tracing::{info, warn};
+
+use crate::crd::{Restream, RestreamStatus};
+use crate::metrics::Metrics;
+use crate::render::{render, RenderError};
+
+/// The field manager of every server-side apply.
+pub const FIELD_MANAGER: &str = "restreamer-operator";
+
+/// Everything a reconcile needs, built once.
+pub struct Context {
+    pub client: Client,
+    pub metrics: Arc<Metrics>,
+    pub reporter: Reporter,
+    /// The data-plane image for Restreams that name none.
+    pub default_image: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("{0}")]
+    Render(#[from] RenderError),
+}
+
+impl Error {
+    /// A short label for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Kube(_) => "kube",
+            Error::Render(RenderError::InvalidSpec(_)) => "invalid_spec",
+            Error::Render(_) => "render",
+        }
+    }
+}
+
+/// Brings one Restream's objects in line with its spec.
+pub async fn reconcile(restream: Arc<Restream>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let result = apply(&restream, &ctx).await;
+    ctx.metrics.reconciled(started.elapsed());
+    result
+}
+
+async fn apply(restream: &Restream, ctx: &Context) -> Result<Action, Error> {
+    let namespace = restream.namespace().unwrap_or_default();
+    let name = restream.name_any();
+    let restreams: Api<Restream> = Api::namespaced(ctx.client.clone(), &namespace);
+
+    let rendered = match render(restream, &ctx.default_image) {
+        Ok(rendered) => rendered,
+        Err(error) => {
+            // A spec that cannot be rendered will not get better by retrying:
+            // say so where the user looks, and wait for the next change.
+            warn!(event = "invalid-spec", restream = %name, namespace = %namespace, error = %error);
+            publish(
+                ctx,
+                restream,
+                EventType::Warning,
+                "InvalidSpec",
+                &error.to_string(),
+            )
+            .await?;
+            let status = status(
+                restream,
+                None,
+                None,
+                &[
+                    condition("Ready", false, "InvalidSpec", &error.to_string(), restream),
+                    condition(
+                        "Progressing",
+                        false,
+                        "InvalidSpec",
+                        "nothing applied",
+                        restream,
+                    ),
+                    condition(
+                        "Degraded",
+                        true,
+                        "InvalidSpec",
+                        &error.to_string(),
+                        restream,
+                    ),
+                ],
+            );
+            patch_status(&restreams, &name, &status).await?;
+            ctx.metrics.failed(Error::Render(error).kind());
+            return Ok(Action::await_change());
+        }
+    };
+
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    apply_object(&ctx.client, &namespace, &rendered.config_map, &params).await?;
+    let deployment = apply_object(&ctx.client, &namespace, &rendered.deployment, &params).await?;
+    apply_object(&ctx.client, &namespace, &rendered.service, &params).await?;
+    apply_object(&ctx.client, &namespace, &rendered.autoscaler, &params).await?;
+    apply_object(
+        &ctx.client,
+        &namespace,
+        &rendered.disruption_budget,
+        &params,
+    )
+    .await?;
+
+    let config_hash = restreamer::proxy::config_hash(&rendered.config);
+    let deployment_status = deployment.status.unwrap_or_default();
+    let replicas = deployment_status.replicas.unwrap_or(0);
+    let ready = deployment_status.ready_replicas.unwrap_or(0);
+    let updated = deployment_status.updated_replicas.unwrap_or(0);
+    let rolling = updated < replicas
+        || deployment_status.observed_generation < deployment.metadata.generation;
+    let conditions = [
+        if ready > 0 {
+            condition(
+                "Ready",
+                true,
+                "PodsReady",
+                &format!("{ready} of {replicas} pods ready"),
+                restream,
+            )
+        } else {
+            condition(
+                "Ready",
+                false,
+                "NoPodReady",
+                "no data-plane pod is ready yet",
+                restream,
+            )
+        },
+        if rolling {
+            condition(
+                "Progressing",
+                true,
+                "RollingOut",
+                "pods are being updated",
+                restream,
+            )
+        } else {
+            condition(
+                "Progressing",
+                false,
+                "Applied",
+                "all objects applied",
+                restream,
+            )
+        },
+        condition(
+            "Degraded",
+            false,
+            "Applied",
+            "all objects applied",
+            restream,
+        ),
+    ];
+    let new_status = status(
+        restream,
+        Some((replicas, ready)),
+        Some(config_hash.clone()),
+        &conditions,
+    );
+    let previous_hash = restream.status.as_ref().and_then(|s| s.config_hash.clone());
+    patch_status(&restreams, &name, &new_status).await?;
+    if previous_hash.as_deref() != Some(config_hash.as_str()) {
+        info!(event = "config-rendered", restream = %name, namespace = %namespace, hash = %config_hash);
+        publish(
+            ctx,
+            restream,
+            EventType::Normal,
+            "ConfigUpdated",
+            &format!("data-plane config {config_hash} applied"),
+        )
+        .await?;
+    }
+
+    // Replica counts change without a spec change: look again now and then.
+    Ok(Action::requeue(Duration::from_secs(60)))
+}
+
+/// Server-side applies one object; returns what the API server made of it.
+async fn apply_object<K>(
+    client: &Client,
+    namespace: &str,
+    object: &K,
+    params: &PatchParams,
+) -> Result<K, Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Serialize
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    let mut body = serde_json::to_value(object).expect("objects serialise");
+    body["apiVersion"] = K::api_version(&()).into();
+    body["kind"] = K::kind(&()).into();
+    let name = object
+        .meta()
+        .name
+        .clone()
+        .expect("rendered objects are named");
+    Ok(api.patch(&name, params, &Patch::Apply(&body)).await?)
+}
+
+async fn patch_status(
+    api: &Api<Restream>,
+    name: &str,
+    status: &RestreamStatus,
+) -> Result<(), Error> {
+    let body = serde_json::json!({
+        "apiVersion": Restream::api_version(&()),
+        "kind": Restream::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&body),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn publish(
+    ctx: &Context,
+    restream: &Restream,
+    type_: EventType,
+    reason: &str,
+    note: &str,
+) -> Result<(), Error> {
+    let recorder = Recorder::new(ctx.client.clone(), ctx.reporter.clone());
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note.chars().take(1000).collect()),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    recorder.publish(&event, &restream.object_ref(&())).await?;
+    Ok(())
+}
+
+fn status(
+    restream: &Restream,
+    replicas: Option<(i32, i32)>,
+    config_hash: Option<String>,
+    conditions: &[Condition],
+) -> RestreamStatus {
+    let (replicas, ready_replicas) = replicas.unwrap_or((0, 0));
+    RestreamStatus {
+        observed_generation: restream.metadata.generation,
+        conditions: conditions.to_vec(),
+        streams: restream.spec.streams.len() as i32,
+        replicas,
+        ready_replicas,
+        config_hash,
+    }
+}
+
+/// A condition; its transition time is kept while its status is unchanged.
+fn condition(
+    type_: &str,
+    status: bool,
+    reason: &str,
+    message: &str,
+    restream: &Restream,
+) -> Condition {
+    let status = if status { "True" } else { "False" };
+    let previous = restream
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_));
+    let last_transition_time = match previous {
+        Some(previous) if previous.status == status => previous.last_transition_time.clone(),
+        _ => Time(k8s_openapi::chrono::Utc::now()),
+    };
+    Condition {
+        type_: type_.into(),
+        status: status.into(),
+        reason: reason.into(),
+        message: message.into(),
+        observed_generation: restream.metadata.generation,
+        last_transition_time,
+    }
+}
+
+/// What to do after a failed reconcile: count it, and try again with a
+/// back-off (the controller's own queue spreads retries).
+pub fn error_policy(restream: Arc<Restream>, error: &Error, ctx: Arc<Context>) -> Action {
+    warn!(event = "reconcile-failed", restream = %restream.name_any(), error = %error);
+    ctx.metrics.failed(error.kind());
+    Action::requeue(Duration::from_secs(10))
+}
+
+/// Runs the controller until SIGTERM.
+pub async fn run(ctx: Arc<Context>) {
+    let client = ctx.client.clone();
+    let restreams: Api<Restream> = Api::all(client.clone());
+    let config = watcher::Config::default();
+    Controller::new(restreams, config.clone())
+        .owns(Api::<ConfigMap>::all(client.clone()), config.clone())
+        .owns(Api::<Deployment>::all(client.clone()), config.clone())
+        .owns(Api::<Service>::all(client.clone()), config.clone())
+        .owns(
+            Api::<HorizontalPodAutoscaler>::all(client.clone()),
+            config.clone(),
+        )
+        .owns(Api::<PodDisruptionBudget>::all(client), config)
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                warn!(event = "controller-error", error = %error);
+            }
+        })
+        .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::RestreamStatus;
+
+    /// The API server's view after applying: the Deployment has pods.
+    fn deployment_status() -> serde_json::Value {
+        serde_json::json!({"status": {"replicas": 2, "readyReplicas": 1, "updatedReplicas": 2, "observedGeneration": 1},
+                           "metadata": {"name": "tv", "namespace": "media", "generation": 1}})
+    }
+
+    #[tokio::test]
+    async fn a_good_restream_is_applied_object_by_object_then_reported() {
+        let (ctx, mut server) = Context::test();
+        let restream = Restream::test();
+        let reconciler = tokio::spawn(reconcile(Arc::new(restream.clone()), Arc::clone(&ctx)));
+
+        let config_map = server
+            .expect_apply(
+                "/api/v1/namespaces/media/configmaps/tv-config",
+                serde_json::json!({}),
+            )
+            .await;
+        let config: restreamer::config::Config =
+            serde_json::from_str(config_map.body["data"]["restreamer.json"].as_str().unwrap())
+                .unwrap();
+        assert_eq!(config.resources[0].serve, "/news.ts");
+        assert_eq!(
+            config_map.body["metadata"]["ownerReferences"][0]["kind"],
+            "Restream"
+        );
+        assert_eq!(
+            config_map.body["metadata"]["ownerReferences"][0]["controller"],
+            true
+        );
+
+        let deployment = server
+            .expect_apply(
+                "/apis/apps/v1/namespaces/media/deployments/tv",
+                deployment_status(),
+            )
+            .await;
+        assert_eq!(deployment.body["kind"], "Deployment");
+        server
+            .expect_apply(
+                "/api/v1/namespaces/media/services/tv",
+                serde_json::json!({}),
+            )
+            .await;
+        server
+            .expect_apply(
+                "/apis/autoscaling/v2/namespaces/media/horizontalpodautoscalers/tv",
+                serde_json::json!({}),
+            )
+            .await;
+        server
+            .expect_apply(
+                "/apis/policy/v1/namespaces/media/poddisruptionbudgets/tv",
+                serde_json::json!({}),
+            )
+            .await;
+
+        let status = server
+            .expect_apply(
+                "/apis/restreamer.io/v1alpha1/namespaces/media/restreams/tv/status",
+                serde_json::to_value(&restream).unwrap(),
+            )
+            .await;
+        let status: RestreamStatus = serde_json::from_value(status.body["status"].clone()).unwrap();
+        assert_eq!(status.observed_generation, Some(3));
+        assert_eq!(
+            (status.streams, status.replicas, status.ready_replicas),
+            (2, 2, 1)
+        );
+        assert_eq!(
+            status.config_hash,
+            Some(restreamer::proxy::config_hash(&config))
+        );
+        let condition = |kind: &str| {
+            status
+                .conditions
+                .iter()
+                .find(|c| c.type_ == kind)
+                .unwrap()
+                .clone()
+        };
+        assert_eq!(
+            (
+                condition("Ready").status.as_str(),
+                condition("Ready").reason.as_str()
+            ),
+            ("True", "PodsReady")
+        );
+        assert_eq!(condition("Progressing").status, "False");
+        assert_eq!(condition("Degraded").status, "False");
+
+        let event = server.expect_event("media").await;
+        assert_eq!(event.body["reason"], "ConfigUpdated");
+        assert_eq!(event.body["regarding"]["name"], "tv");
+
+        let action = reconciler.await.unwrap().expect("reconcile succeeds");
+        assert_eq!(action, Action::requeue(Duration::from_secs(60)));
+        assert_eq!(ctx.metrics.reconciles.get(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_unchanged_config_publishes_no_event() {
+        let (ctx, mut server) = Context::test();
+        let mut restream = Restream::test();
+        let rendered = render(&restream, "restreamer:test").unwrap();
+        restream.status = Some(RestreamStatus {
+            config_hash: Some(restreamer::proxy::config_hash(&rendered.config)),
+            ..RestreamStatus::default()
+        });
+        let restream_json = serde_json::to_value(&restream).unwrap();
+        let reconciler = tokio::spawn(reconcile(Arc::new(restream), Arc::clone(&ctx)));
+        for (path, extra) in [
+            (
+                "/api/v1/namespaces/media/configmaps/tv-config",
+                serde_json::json!({}),
+            ),
+            (
+                "/apis/apps/v1/namespaces/media/deployments/tv",
+                deployment_status(),
+            ),
+            (
+                "/api/v1/namespaces/media/services/tv",
+                serde_json::json!({}),
+            ),
+            (
+                "/apis/autoscaling/v2/namespaces/media/horizontalpodautoscalers/tv",
+                serde_json::json!({}),
+            ),
+            (
+                "/apis/policy/v1/namespaces/media/poddisruptionbudgets/tv",
+                serde_json::json!({}),
+            ),
+            (
+                "/apis/restreamer.io/v1alpha1/namespaces/media/restreams/tv/status",
+                restream_json,
+            ),
+        ] {
+            server.expect_apply(path, extra).await;
+        }
+        reconciler.await.unwrap().expect("reconcile succeeds");
+    }
+
+    #[tokio::test]
+    async fn an_illegal_restream_is_reported_degraded_and_not_applied() {
+        let (ctx, mut server) = Context::test();
+        let restream = Restream::illegal();
+        let reconciler = tokio::spawn(reconcile(Arc::new(restream.clone()), Arc::clone(&ctx)));
+
+        let event = server.expect_event("media").await;
+        assert_eq!(event.body["reason"], "InvalidSpec");
+        assert_eq!(event.body["type"], "Warning");
+        let note = event.body["note"].as_str().unwrap();
+        assert!(
+            note.contains("resources[0].remote: unsupported scheme \"rtmp\""),
+            "{note}"
+        );
+
+        let status = server
+            .expect_apply(
+                "/apis/restreamer.io/v1alpha1/namespaces/media/restreams/illegal/status",
+                serde_json::to_value(&restream).unwrap(),
+            )
+            .await;
+        let status: RestreamStatus = serde_json::from_value(status.body["status"].clone()).unwrap();
+        let degraded = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Degraded")
+            .unwrap();
+        assert_eq!(
+            (degraded.status.as_str(), degraded.reason.as_str()),
+            ("True", "InvalidSpec")
+        );
+
+        // Nothing else is applied, and there is no point retrying before a change.
+        assert_eq!(reconciler.await.unwrap().unwrap(), Action::await_change());
+        assert_eq!(ctx.metrics.failures.with_label_values(&["render"]).get(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_api_error_fails_the_reconcile_and_the_error_policy_counts_it() {
+        let (ctx, mut server) = Context::test();
+        let restream = Arc::new(Restream::test());
+        let reconciler = tokio::spawn(reconcile(Arc::clone(&restream), Arc::clone(&ctx)));
+        server
+            .next(|_| {
+                (500, serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                                          "message": "etcd is down", "reason": "InternalError", "code": 500}))
+            })
+            .await;
+        let error = reconciler.await.unwrap().expect_err("the reconcile fails");
+        assert!(error.to_string().contains("etcd is down"), "{error}");
+        let action = error_policy(restream, &error, Arc::clone(&ctx));
+        assert_eq!(action, Action::requeue(Duration::from_secs(10)));
+        assert_eq!(ctx.metrics.failures.with_label_values(&["kube"]).get(), 1);
+    }
+}

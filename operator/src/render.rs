@@ -1,0 +1,524 @@
+//! Rendering: a `Restream` to the Kubernetes objects that run it. Pure
+//! functions of the resource, so that the controller, `restreamer-operator
+//! render` and the tests all see the same objects.
+//!
+//! - a ConfigMap with the data-plane config, built with the data plane's
+//!   own config types and checked by its own validation, so the two cannot
+//!   drift;
+//! - a Deployment of data-plane pods that mount it as a directory (never a
+//!   `subPath`, whose files the kubelet does not update), so a config change
+//!   reaches running pods by live reload, without a restart; the pod
+//!   template does not carry the config, so only image, resources and pod
+//!   settings roll the pods;
+//! - a Service, a HorizontalPodAutoscaler on the pods'
+//!   `restreamer_connection_utilization`, and a PodDisruptionBudget.
+//!
+//! Every object carries the Restream as its controlling owner, so deleting
+//! the Restream deletes them.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{
+    Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
+};
+use k8s_openapi::api::autoscaling::v2::{
+    CrossVersionObjectReference, HorizontalPodAutoscaler, HorizontalPodAutoscalerSpec,
+    MetricIdentifier, MetricSpec, MetricTarget, PodsMetricSource,
+};
+use k8s_openapi::api::core::v1::{
+    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
+    HTTPGetAction, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile,
+    SecretVolumeSource, SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+};
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::{Resource, ResourceExt};
+use restreamer::config::{
+    ApiKind, AuthType, Authentication, Config, Notification, Resource as DataResource,
+    ResourceType, User,
+};
+
+use crate::crd::Restream;
+
+/// Port of the streams and APIs in the pods.
+pub const HTTP_PORT: i32 = 8080;
+/// Port of `/metrics`, `/healthz` and `/readyz` in the pods.
+pub const ADMIN_PORT: i32 = 9090;
+/// Where the ConfigMap is mounted.
+const CONFIG_DIR: &str = "/etc/restreamer";
+/// Where the users Secret is mounted.
+const SECRET_DIR: &str = "/etc/restreamer-users";
+/// The HPA's metric: stream clients ÷ soft limit, per pod.
+pub const SCALING_METRIC: &str = "restreamer_connection_utilization";
+
+/// Everything the controller applies for one Restream.
+#[derive(Debug, Clone)]
+pub struct Rendered {
+    pub config: Config,
+    pub config_map: ConfigMap,
+    pub deployment: Deployment,
+    pub service: Service,
+    pub autoscaler: HorizontalPodAutoscaler,
+    pub disruption_budget: PodDisruptionBudget,
+}
+
+/// Why a Restream cannot be rendered.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    #[error("invalid spec: {0}")]
+    InvalidSpec(String),
+    #[error("the rendered data-plane config is invalid: {0}")]
+    InvalidConfig(String),
+    #[error("the Restream has no {0}")]
+    MissingMetadata(&'static str),
+}
+
+/// Renders every object of a Restream. `default_image` is used when the
+/// Restream names none.
+pub fn render(restream: &Restream, default_image: &str) -> Result<Rendered, RenderError> {
+    restream.spec.validate().map_err(RenderError::InvalidSpec)?;
+    let name = restream
+        .metadata
+        .name
+        .clone()
+        .ok_or(RenderError::MissingMetadata("name"))?;
+    restream
+        .metadata
+        .namespace
+        .as_ref()
+        .ok_or(RenderError::MissingMetadata("namespace"))?;
+
+    let config = data_plane_config(restream);
+    // The data plane's own checks: what it would refuse to load, we refuse
+    // to render. The users live in a Secret the pods mount, so the check
+    // stands placeholders in for them.
+    let mut check = config.clone();
+    check.userfile.clear();
+    for user in restream
+        .spec
+        .authentication
+        .iter()
+        .flat_map(|auth| &auth.users)
+    {
+        check.userlist.insert(user.clone(), User::default());
+    }
+    check
+        .validate()
+        .map_err(|e| RenderError::InvalidConfig(e.to_string().replace('\n', "; ")))?;
+    let json = serde_json::to_string_pretty(&config).expect("a config serialises");
+
+    let labels = selector_labels(&name);
+    let meta = |object_name: String| ObjectMeta {
+        name: Some(object_name),
+        namespace: restream.namespace(),
+        labels: Some(common_labels(&name)),
+        owner_references: Some(vec![restream
+            .controller_owner_ref(&())
+            .expect("a Restream has a name")]),
+        ..ObjectMeta::default()
+    };
+
+    let config_map = ConfigMap {
+        metadata: meta(config_map_name(&name)),
+        data: Some(BTreeMap::from([("restreamer.json".to_string(), json)])),
+        ..ConfigMap::default()
+    };
+
+    let deployment = Deployment {
+        metadata: meta(name.clone()),
+        spec: Some(DeploymentSpec {
+            // The autoscaler owns the replica count; the minimum is where it starts.
+            replicas: Some(restream.spec.scaling.min_replicas),
+            selector: LabelSelector {
+                match_labels: Some(labels.clone()),
+                ..LabelSelector::default()
+            },
+            strategy: Some(DeploymentStrategy {
+                type_: Some("RollingUpdate".into()),
+                rolling_update: Some(RollingUpdateDeployment {
+                    max_surge: Some(IntOrString::String("25%".into())),
+                    max_unavailable: Some(IntOrString::Int(0)),
+                }),
+            }),
+            template: pod_template(restream, &name, default_image),
+            ..DeploymentSpec::default()
+        }),
+        ..Deployment::default()
+    };
+
+    let service = Service {
+        metadata: meta(name.clone()),
+        spec: Some(ServiceSpec {
+            type_: Some(restream.spec.service.kind.clone()),
+            selector: Some(labels.clone()),
+            ports: Some(vec![ServicePort {
+                name: Some("http".into()),
+                port: i32::from(restream.spec.service.port),
+                target_port: Some(IntOrString::String("http".into())),
+                protocol: Some("TCP".into()),
+                ..ServicePort::default()
+            }]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    };
+
+    let target = restream.spec.scaling.target_utilization_percent;
+    let autoscaler = HorizontalPodAutoscaler {
+        metadata: meta(name.clone()),
+        spec: Some(HorizontalPodAutoscalerSpec {
+            scale_target_ref: CrossVersionObjectReference {
+                api_version: Some("apps/v1".into()),
+                kind: "Deployment".into(),
+                name: name.clone(),
+            },
+            min_replicas: Some(restream.spec.scaling.min_replicas),
+            max_replicas: restream.spec.scaling.max_replicas,
+            metrics: Some(vec![MetricSpec {
+                type_: "Pods".into(),
+                pods: Some(PodsMetricSource {
+                    metric: MetricIdentifier {
+                        name: SCALING_METRIC.into(),
+                        selector: None,
+                    },
+                    target: MetricTarget {
+                        type_: "AverageValue".into(),
+                        // Percent as a quantity: 80 % is "800m".
+                        average_value: Some(Quantity(format!("{}m", target * 10))),
+                        ..MetricTarget::default()
+                    },
+                }),
+                ..MetricSpec::default()
+            }]),
+            ..HorizontalPodAutoscalerSpec::default()
+        }),
+        ..HorizontalPodAutoscaler::default()
+    };
+
+    let disruption_budget = PodDisruptionBudget {
+        metadata: meta(name.clone()),
+        spec: Some(PodDisruptionBudgetSpec {
+            // One pod at a time: its viewers reconnect to the others.
+            max_unavailable: Some(IntOrString::Int(1)),
+            selector: Some(LabelSelector {
+                match_labels: Some(labels),
+                ..LabelSelector::default()
+            }),
+            ..PodDisruptionBudgetSpec::default()
+        }),
+        ..PodDisruptionBudget::default()
+    };
+
+    Ok(Rendered {
+        config,
+        config_map,
+        deployment,
+        service,
+        autoscaler,
+        disruption_budget,
+    })
+}
+
+pub fn config_map_name(name: &str) -> String {
+    format!("{name}-config")
+}
+
+/// Labels that select a Restream's pods.
+pub fn selector_labels(name: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (
+            "app.kubernetes.io/name".to_string(),
+            "restreamer".to_string(),
+        ),
+        ("app.kubernetes.io/instance".to_string(), name.to_string()),
+    ])
+}
+
+fn common_labels(name: &str) -> BTreeMap<String, String> {
+    let mut labels = selector_labels(name);
+    labels.insert(
+        "app.kubernetes.io/managed-by".into(),
+        "restreamer-operator".into(),
+    );
+    labels.insert("app.kubernetes.io/component".into(), "data-plane".into());
+    labels
+}
+
+/// The data-plane config of a Restream.
+pub fn data_plane_config(restream: &Restream) -> Config {
+    let spec = &restream.spec;
+    let auth = spec.authentication.as_ref().map(|auth| Authentication {
+        kind: if auth.kind == "bearer" {
+            AuthType::Bearer
+        } else {
+            AuthType::Basic
+        },
+        realm: auth.realm.clone(),
+        users: auth.users.clone(),
+        ..Authentication::default()
+    });
+    let api_auth = auth.clone().unwrap_or_default();
+    let stream_auth = match &spec.authentication {
+        Some(settings) if settings.streams => api_auth.clone(),
+        _ => Authentication::default(),
+    };
+
+    let mut resources = Vec::new();
+    for stream in &spec.streams {
+        let mut upstreams = stream.upstreams.clone();
+        resources.push(DataResource {
+            kind: ResourceType::Stream,
+            serve: stream.path.clone(),
+            remote: upstreams.remove(0),
+            remotes: upstreams,
+            clientinterface: stream.multicast_interface.clone().unwrap_or_default(),
+            authentication: stream_auth.clone(),
+            ..DataResource::default()
+        });
+    }
+    let api = |kind: ApiKind, serve: String, remote: String, authentication: Authentication| {
+        DataResource {
+            kind: ResourceType::Api,
+            serve,
+            remote,
+            api: Some(kind),
+            authentication,
+            ..DataResource::default()
+        }
+    };
+    if spec.apis.health {
+        resources.push(api(
+            ApiKind::Health,
+            "/health".into(),
+            String::new(),
+            Authentication::default(),
+        ));
+    }
+    if spec.apis.statistics {
+        resources.push(api(
+            ApiKind::Statistics,
+            "/statistics".into(),
+            String::new(),
+            api_auth.clone(),
+        ));
+    }
+    for stream in &spec.streams {
+        if spec.apis.check {
+            let serve = format!("/check/{}", stream.name);
+            resources.push(api(
+                ApiKind::Check,
+                serve,
+                stream.path.clone(),
+                Authentication::default(),
+            ));
+        }
+        if spec.apis.control {
+            let serve = format!("/control/{}", stream.name);
+            resources.push(api(
+                ApiKind::Control,
+                serve,
+                stream.path.clone(),
+                api_auth.clone(),
+            ));
+        }
+    }
+
+    Config {
+        listen: format!(":{HTTP_PORT}"),
+        adminlisten: format!(":{ADMIN_PORT}"),
+        timeout: u64::from(spec.upstream.connect_timeout_seconds),
+        readtimeout: u64::from(spec.upstream.read_timeout_seconds),
+        reconnect: u64::from(spec.upstream.reconnect_seconds),
+        inputbuffer: spec.buffers.input_packets as usize,
+        outputbuffer: spec.buffers.output_packets as usize,
+        flushms: u64::from(spec.buffers.flush_milliseconds),
+        fullconnections: spec.limits.soft_connections as usize,
+        maxconnections: spec.limits.max_connections as usize,
+        draintime: u64::from(spec.pods.drain_seconds.unwrap_or(5)),
+        userfile: spec
+            .authentication
+            .as_ref()
+            .map(|auth| format!("{SECRET_DIR}/{}", auth.secret_key))
+            .unwrap_or_default(),
+        resources,
+        notifications: spec
+            .notifications
+            .iter()
+            .map(|n| Notification {
+                event: n.event.clone(),
+                kind: "url".into(),
+                url: n.url.clone(),
+                ..Notification::default()
+            })
+            .collect(),
+        ..Config::default()
+    }
+}
+
+fn pod_template(restream: &Restream, name: &str, default_image: &str) -> PodTemplateSpec {
+    let spec = &restream.spec;
+    let mut labels = spec.pods.labels.clone();
+    labels.extend(selector_labels(name));
+    let mut annotations = spec.pods.annotations.clone();
+    annotations.extend([
+        ("prometheus.io/scrape".to_string(), "true".to_string()),
+        ("prometheus.io/port".to_string(), ADMIN_PORT.to_string()),
+        ("prometheus.io/path".to_string(), "/metrics".to_string()),
+    ]);
+    let probe = |path: &str| Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::String("admin".into()),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(5),
+        failure_threshold: Some(3),
+        ..Probe::default()
+    };
+    let mut volumes = vec![
+        Volume {
+            name: "config".into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: config_map_name(name),
+                ..ConfigMapVolumeSource::default()
+            }),
+            ..Volume::default()
+        },
+        Volume {
+            name: "tmp".into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Volume::default()
+        },
+    ];
+    let mut mounts = vec![
+        VolumeMount {
+            name: "config".into(),
+            mount_path: CONFIG_DIR.into(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        },
+        VolumeMount {
+            name: "tmp".into(),
+            mount_path: "/tmp".into(),
+            ..VolumeMount::default()
+        },
+    ];
+    if let Some(auth) = &spec.authentication {
+        volumes.push(Volume {
+            name: "users".into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(auth.secret_name.clone()),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
+        mounts.push(VolumeMount {
+            name: "users".into(),
+            mount_path: SECRET_DIR.into(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        });
+    }
+    let drain = i64::from(spec.pods.drain_seconds.unwrap_or(5));
+    PodTemplateSpec {
+        metadata: Some(ObjectMeta {
+            labels: Some(labels),
+            annotations: Some(annotations),
+            ..ObjectMeta::default()
+        }),
+        spec: Some(PodSpec {
+            containers: vec![Container {
+                name: "restreamer".into(),
+                image: Some(
+                    spec.pods
+                        .image
+                        .clone()
+                        .unwrap_or_else(|| default_image.to_string()),
+                ),
+                args: Some(vec![format!("{CONFIG_DIR}/restreamer.json")]),
+                ports: Some(vec![
+                    ContainerPort {
+                        name: Some("http".into()),
+                        container_port: HTTP_PORT,
+                        protocol: Some("TCP".into()),
+                        ..ContainerPort::default()
+                    },
+                    ContainerPort {
+                        name: Some("admin".into()),
+                        container_port: ADMIN_PORT,
+                        protocol: Some("TCP".into()),
+                        ..ContainerPort::default()
+                    },
+                ]),
+                readiness_probe: Some(probe("/readyz")),
+                liveness_probe: Some(Probe {
+                    failure_threshold: Some(6),
+                    ..probe("/healthz")
+                }),
+                resources: spec.pods.resources.clone(),
+                security_context: Some(SecurityContext {
+                    run_as_non_root: Some(true),
+                    read_only_root_filesystem: Some(true),
+                    allow_privilege_escalation: Some(false),
+                    capabilities: Some(Capabilities {
+                        drop: Some(vec!["ALL".into()]),
+                        ..Capabilities::default()
+                    }),
+                    ..SecurityContext::default()
+                }),
+                volume_mounts: Some(mounts),
+                ..Container::default()
+            }],
+            security_context: Some(PodSecurityContext {
+                run_as_non_root: Some(true),
+                run_as_user: Some(65532),
+                run_as_group: Some(65532),
+                seccomp_profile: Some(SeccompProfile {
+                    type_: "RuntimeDefault".into(),
+                    ..SeccompProfile::default()
+                }),
+                ..PodSecurityContext::default()
+            }),
+            // The drain, plus a margin for the process to exit.
+            termination_grace_period_seconds: Some(drain + 10),
+            node_selector: (!spec.pods.node_selector.is_empty())
+                .then(|| spec.pods.node_selector.clone()),
+            tolerations: (!spec.pods.tolerations.is_empty()).then(|| spec.pods.tolerations.clone()),
+            volumes: Some(volumes),
+            automount_service_account_token: Some(false),
+            ..PodSpec::default()
+        }),
+    }
+}
+
+/// The objects as one multi-document YAML stream, in apply order.
+pub fn to_yaml(rendered: &Rendered) -> String {
+    fn document<T: serde::Serialize + Resource<DynamicType = ()>>(object: &T) -> String {
+        let mut value = serde_json::to_value(object).expect("objects serialise");
+        // k8s-openapi objects do not carry apiVersion/kind when built in code.
+        value["apiVersion"] = T::api_version(&()).into();
+        value["kind"] = T::kind(&()).into();
+        let map = value.as_object_mut().unwrap();
+        let mut ordered = serde_json::Map::new();
+        for key in ["apiVersion", "kind", "metadata"] {
+            if let Some(v) = map.remove(key) {
+                ordered.insert(key.into(), v);
+            }
+        }
+        ordered.extend(std::mem::take(map));
+        format!(
+            "---\n{}",
+            serde_yaml::to_string(&ordered).expect("objects serialise")
+        )
+    }
+    [
+        document(&rendered.config_map),
+        document(&rendered.deployment),
+        document(&rendered.service),
+        document(&rendered.autoscaler),
+        document(&rendered.disruption_budget),
+    ]
+    .concat()
+}
