@@ -117,3 +117,91 @@ pub async fn try_acquire(
         Err(error) => Err(error),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::Context;
+    use http::Method;
+
+    const PATH: &str = "/apis/coordination.k8s.io/v1/namespaces/ops/leases/restreamer-operator";
+
+    fn lease(holder: &str, renewed_seconds_ago: i64) -> serde_json::Value {
+        let renewed = Utc::now() - k8s_openapi::chrono::Duration::seconds(renewed_seconds_ago);
+        serde_json::json!({
+            "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": {"name": "restreamer-operator", "namespace": "ops", "resourceVersion": "7"},
+            "spec": {"holderIdentity": holder, "leaseDurationSeconds": LEASE_SECONDS,
+                     "renewTime": MicroTime(renewed)}
+        })
+    }
+
+    fn not_found() -> (u16, serde_json::Value) {
+        (
+            404,
+            serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                                  "reason": "NotFound", "code": 404, "message": "not found"}),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_missing_lease_is_created_and_held() {
+        let (ctx, mut server) = Context::test();
+        let leases: Api<Lease> = Api::namespaced(ctx.client.clone(), "ops");
+        let attempt =
+            tokio::spawn(async move { try_acquire(&leases, "restreamer-operator", "pod-a").await });
+        let get = server.next(|_| not_found()).await;
+        assert_eq!((get.method, get.path.as_str()), (Method::GET, PATH));
+        let create = server.next(|seen| (201, seen.body.clone())).await;
+        assert_eq!(create.method, Method::POST);
+        assert_eq!(create.body["spec"]["holderIdentity"], "pod-a");
+        assert!(attempt.await.unwrap().unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_fresh_lease_of_another_replica_is_left_alone() {
+        let (ctx, mut server) = Context::test();
+        let leases: Api<Lease> = Api::namespaced(ctx.client.clone(), "ops");
+        let attempt =
+            tokio::spawn(async move { try_acquire(&leases, "restreamer-operator", "pod-b").await });
+        server.next(|_| (200, lease("pod-a", 2))).await;
+        assert!(
+            !attempt.await.unwrap().unwrap(),
+            "took a lease that is still held"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_expired_lease_is_taken_over_with_a_compare_and_swap() {
+        let (ctx, mut server) = Context::test();
+        let leases: Api<Lease> = Api::namespaced(ctx.client.clone(), "ops");
+        let attempt =
+            tokio::spawn(async move { try_acquire(&leases, "restreamer-operator", "pod-b").await });
+        server.next(|_| (200, lease("pod-a", 60))).await;
+        let replace = server.next(|seen| (200, seen.body.clone())).await;
+        assert_eq!((replace.method, replace.path.as_str()), (Method::PUT, PATH));
+        assert_eq!(
+            replace.body["metadata"]["resourceVersion"], "7",
+            "the swap must be conditional"
+        );
+        assert_eq!(replace.body["spec"]["holderIdentity"], "pod-b");
+        assert_eq!(replace.body["spec"]["leaseTransitions"], 1);
+        assert!(attempt.await.unwrap().unwrap());
+    }
+
+    #[tokio::test]
+    async fn losing_the_race_for_an_expired_lease_is_not_an_error() {
+        let (ctx, mut server) = Context::test();
+        let leases: Api<Lease> = Api::namespaced(ctx.client.clone(), "ops");
+        let attempt =
+            tokio::spawn(async move { try_acquire(&leases, "restreamer-operator", "pod-b").await });
+        server.next(|_| (200, lease("pod-a", 60))).await;
+        server
+            .next(|_| {
+                (409, serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                                          "reason": "Conflict", "code": 409, "message": "modified"}))
+            })
+            .await;
+        assert!(!attempt.await.unwrap().unwrap());
+    }
+}

@@ -114,9 +114,9 @@ pub fn render(restream: &Restream, default_image: &str) -> Result<Rendered, Rend
         name: Some(object_name),
         namespace: restream.namespace(),
         labels: Some(common_labels(&name)),
-        owner_references: Some(vec![restream
-            .controller_owner_ref(&())
-            .expect("a Restream has a name")]),
+        // Offline (`render -f`), a Restream has no uid yet and its objects
+        // no owner; from the cluster it always has one.
+        owner_references: restream.controller_owner_ref(&()).map(|owner| vec![owner]),
         ..ObjectMeta::default()
     };
 
@@ -521,4 +521,354 @@ pub fn to_yaml(rendered: &Rendered) -> String {
         document(&rendered.disruption_budget),
     ]
     .concat()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::{AuthenticationSpec, RestreamSpec, StreamSpec};
+    use serde::Deserialize;
+
+    fn minimal() -> Restream {
+        let mut restream = Restream::new(
+            "tv",
+            RestreamSpec {
+                streams: vec![StreamSpec {
+                    name: "news".into(),
+                    path: "/news.ts".into(),
+                    upstreams: vec!["tcp://encoder:9000".into(), "udp://239.1.1.1:5000".into()],
+                    multicast_interface: None,
+                }],
+                ..serde_yaml::from_str("streams: []").unwrap()
+            },
+        );
+        restream.metadata.namespace = Some("media".into());
+        restream.metadata.uid = Some("uid-1".into());
+        restream
+    }
+
+    fn good() -> Restream {
+        let mut restream: Restream =
+            serde_yaml::from_str(include_str!("../yaml/instance-good.yaml")).unwrap();
+        restream.metadata.uid = Some("uid-2".into());
+        restream
+    }
+
+    #[test]
+    fn defaults_render_a_working_data_plane_config() {
+        let rendered = render(&minimal(), "img:1").unwrap();
+        let config = &rendered.config;
+        assert_eq!(config.listen, ":8080");
+        assert_eq!(config.adminlisten, ":9090");
+        assert_eq!((config.fullconnections, config.maxconnections), (800, 1000));
+        assert_eq!(
+            (config.inputbuffer, config.outputbuffer, config.flushms),
+            (1000, 400, 10)
+        );
+        assert_eq!(
+            (config.timeout, config.readtimeout, config.reconnect),
+            (5, 10, 2)
+        );
+        let stream = &config.resources[0];
+        assert_eq!(stream.serve, "/news.ts");
+        assert_eq!(
+            stream.upstream_urls(),
+            ["tcp://encoder:9000", "udp://239.1.1.1:5000"]
+        );
+        let paths: Vec<&str> = config.resources.iter().map(|r| r.serve.as_str()).collect();
+        assert_eq!(paths, ["/news.ts", "/health", "/statistics", "/check/news"]);
+        // What the ConfigMap carries loads in the data plane as it is.
+        let json = &rendered.config_map.data.as_ref().unwrap()["restreamer.json"];
+        assert_eq!(&Config::parse(json).unwrap(), config);
+    }
+
+    #[test]
+    fn authentication_comes_from_the_secret_and_guards_the_apis() {
+        let rendered = render(&good(), "img:1").unwrap();
+        let config = &rendered.config;
+        assert_eq!(config.userfile, "/etc/restreamer-users/users.json");
+        assert!(
+            config.userlist.is_empty(),
+            "no password may be in the ConfigMap"
+        );
+        let by_path = |path: &str| config.resources.iter().find(|r| r.serve == path).unwrap();
+        assert_eq!(
+            by_path("/control/news").authentication.kind,
+            AuthType::Basic
+        );
+        assert_eq!(by_path("/control/news").authentication.users, ["operator"]);
+        assert_eq!(by_path("/statistics").authentication.kind, AuthType::Basic);
+        assert!(
+            by_path("/news.ts").authentication.is_none(),
+            "streams stay open unless asked"
+        );
+        assert!(by_path("/health").authentication.is_none());
+
+        let pod = rendered.deployment.spec.unwrap().template.spec.unwrap();
+        let users = pod
+            .volumes
+            .unwrap()
+            .into_iter()
+            .find(|v| v.name == "users")
+            .unwrap();
+        assert_eq!(
+            users.secret.unwrap().secret_name.as_deref(),
+            Some("tv-users")
+        );
+        let mounts = pod.containers[0].volume_mounts.clone().unwrap();
+        assert!(mounts
+            .iter()
+            .any(|m| m.name == "users" && m.mount_path == "/etc/restreamer-users"));
+
+        let mut streams_too = good();
+        streams_too.spec.authentication.as_mut().unwrap().streams = true;
+        let config = render(&streams_too, "img:1").unwrap().config;
+        assert_eq!(config.resources[0].authentication.kind, AuthType::Basic);
+    }
+
+    #[test]
+    fn the_deployment_runs_locked_down_pods_that_reload_their_config() {
+        let rendered = render(&good(), "img:1").unwrap();
+        let deployment = rendered.deployment.spec.unwrap();
+        assert_eq!(deployment.replicas, Some(2));
+        let template = deployment.template;
+        let labels = template.metadata.as_ref().unwrap().labels.clone().unwrap();
+        assert_eq!(labels["team"], "broadcast");
+        assert_eq!(labels["app.kubernetes.io/instance"], "tv");
+        assert_eq!(
+            deployment.selector.match_labels.unwrap(),
+            selector_labels("tv")
+        );
+        let annotations = template.metadata.unwrap().annotations.unwrap();
+        assert_eq!(annotations["prometheus.io/port"], "9090");
+        let pod = template.spec.unwrap();
+        let container = &pod.containers[0];
+        assert_eq!(
+            container.image.as_deref(),
+            Some("img:1"),
+            "the operator's image by default"
+        );
+        assert_eq!(
+            container.args.as_ref().unwrap(),
+            &["/etc/restreamer/restreamer.json"]
+        );
+        let config_mount = container
+            .volume_mounts
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|m| m.name == "config")
+            .unwrap();
+        assert_eq!(config_mount.mount_path, "/etc/restreamer");
+        assert!(
+            config_mount.sub_path.is_none(),
+            "a subPath mount never sees ConfigMap updates"
+        );
+        let security = container.security_context.as_ref().unwrap();
+        assert_eq!(security.run_as_non_root, Some(true));
+        assert_eq!(security.read_only_root_filesystem, Some(true));
+        assert_eq!(security.allow_privilege_escalation, Some(false));
+        assert_eq!(
+            security
+                .capabilities
+                .as_ref()
+                .unwrap()
+                .drop
+                .as_ref()
+                .unwrap(),
+            &["ALL"]
+        );
+        assert_eq!(pod.security_context.unwrap().run_as_user, Some(65532));
+        let readiness = container
+            .readiness_probe
+            .as_ref()
+            .unwrap()
+            .http_get
+            .as_ref()
+            .unwrap();
+        assert_eq!(
+            (readiness.path.as_deref(), &readiness.port),
+            (Some("/readyz"), &IntOrString::String("admin".into()))
+        );
+        let liveness = container
+            .liveness_probe
+            .as_ref()
+            .unwrap()
+            .http_get
+            .as_ref()
+            .unwrap();
+        assert_eq!(liveness.path.as_deref(), Some("/healthz"));
+        assert_eq!(
+            pod.termination_grace_period_seconds,
+            Some(30),
+            "drain 20 s + 10 s"
+        );
+        assert_eq!(pod.node_selector.unwrap()["kubernetes.io/os"], "linux");
+        assert_eq!(
+            container
+                .resources
+                .as_ref()
+                .unwrap()
+                .requests
+                .as_ref()
+                .unwrap()["cpu"],
+            Quantity("500m".into())
+        );
+        // The config is not in the pod template: changing it must not roll pods.
+        let template_json = serde_json::to_string(&pod.containers).unwrap();
+        assert!(!template_json.contains("encoder-a"));
+    }
+
+    #[test]
+    fn a_config_change_changes_the_configmap_only_and_an_image_change_the_pods() {
+        let before = render(&good(), "img:1").unwrap();
+        let mut changed = good();
+        changed.spec.streams[0]
+            .upstreams
+            .push("tcp://encoder-c:9000".into());
+        changed.spec.limits.soft_connections = 500;
+        let after = render(&changed, "img:1").unwrap();
+        assert_ne!(before.config_map.data, after.config_map.data);
+        assert_eq!(before.deployment.spec, after.deployment.spec);
+
+        changed.spec.pods.image = Some("img:2".into());
+        let rolled = render(&changed, "img:1").unwrap();
+        assert_ne!(before.deployment.spec, rolled.deployment.spec);
+    }
+
+    #[test]
+    fn the_service_autoscaler_and_budget_follow_the_spec() {
+        let rendered = render(&good(), "img:1").unwrap();
+        let service = rendered.service.spec.unwrap();
+        assert_eq!(service.type_.as_deref(), Some("LoadBalancer"));
+        assert_eq!(service.ports.as_ref().unwrap()[0].port, 80);
+        assert_eq!(service.selector.unwrap(), selector_labels("tv"));
+
+        let hpa = rendered.autoscaler.spec.unwrap();
+        assert_eq!((hpa.min_replicas, hpa.max_replicas), (Some(2), 20));
+        assert_eq!(hpa.scale_target_ref.kind, "Deployment");
+        assert_eq!(hpa.scale_target_ref.name, "tv");
+        let pods = hpa.metrics.unwrap()[0].pods.clone().unwrap();
+        assert_eq!(pods.metric.name, "restreamer_connection_utilization");
+        assert_eq!(pods.target.type_, "AverageValue");
+        assert_eq!(pods.target.average_value, Some(Quantity("800m".into())));
+
+        let pdb = rendered.disruption_budget.spec.unwrap();
+        assert_eq!(pdb.max_unavailable, Some(IntOrString::Int(1)));
+        assert_eq!(
+            pdb.selector.unwrap().match_labels.unwrap(),
+            selector_labels("tv")
+        );
+    }
+
+    #[test]
+    fn every_object_is_owned_by_the_restream_and_labelled() {
+        let rendered = render(&good(), "img:1").unwrap();
+        let metas = [
+            &rendered.config_map.metadata,
+            &rendered.deployment.metadata,
+            &rendered.service.metadata,
+            &rendered.autoscaler.metadata,
+            &rendered.disruption_budget.metadata,
+        ];
+        for meta in metas {
+            assert_eq!(meta.namespace.as_deref(), Some("media"));
+            let owner = &meta.owner_references.as_ref().unwrap()[0];
+            assert_eq!(
+                (owner.kind.as_str(), owner.name.as_str(), owner.uid.as_str()),
+                ("Restream", "tv", "uid-2")
+            );
+            assert_eq!(owner.controller, Some(true));
+            assert_eq!(
+                meta.labels.as_ref().unwrap()["app.kubernetes.io/managed-by"],
+                "restreamer-operator"
+            );
+        }
+        assert_eq!(
+            rendered.config_map.metadata.name.as_deref(),
+            Some("tv-config")
+        );
+    }
+
+    #[test]
+    fn invalid_specs_are_refused_with_the_field_named() {
+        let bad: Restream =
+            serde_yaml::from_str(include_str!("../yaml/instance-bad.yaml")).unwrap();
+        let error = render(&bad, "img:1").unwrap_err().to_string();
+        for expected in [
+            "spec.streams[0].path: \"news.ts\" must start with /",
+            "spec.streams[0].upstreams: at least one upstream is needed",
+            "spec.limits.softConnections: 2000 is above maxConnections 1000",
+        ] {
+            assert!(error.contains(expected), "{error}");
+        }
+
+        let mut control_without_auth = minimal();
+        control_without_auth.spec.apis.control = true;
+        let error = render(&control_without_auth, "img:1")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("spec.apis.control: the control API needs spec.authentication"));
+
+        let mut twice = minimal();
+        twice.spec.streams.push(twice.spec.streams[0].clone());
+        let error = render(&twice, "img:1").unwrap_err().to_string();
+        assert!(
+            error.contains("\"news\" is used twice")
+                && error.contains("\"/news.ts\" is used twice")
+        );
+
+        let mut bad_auth = minimal();
+        bad_auth.spec.authentication = Some(AuthenticationSpec {
+            kind: "digest".into(),
+            realm: "r".into(),
+            secret_name: "s".into(),
+            secret_key: "users.json".into(),
+            users: vec!["u".into()],
+            streams: false,
+        });
+        assert!(render(&bad_auth, "img:1")
+            .unwrap_err()
+            .to_string()
+            .contains("not basic or bearer"));
+    }
+
+    #[test]
+    fn a_config_the_data_plane_would_refuse_is_not_rendered() {
+        let mut restream = minimal();
+        restream.spec.streams[0].upstreams = vec!["rtmp://encoder/live".into()];
+        let error = render(&restream, "img:1").unwrap_err().to_string();
+        assert!(
+            error.contains("resources[0].remote: unsupported scheme \"rtmp\""),
+            "{error}"
+        );
+        let mut restream = minimal();
+        restream.spec.buffers.output_packets = 0;
+        assert!(render(&restream, "img:1")
+            .unwrap_err()
+            .to_string()
+            .contains("outputbuffer: must be at least 1 packet"));
+    }
+
+    #[test]
+    fn the_yaml_carries_api_version_and_kind_in_apply_order() {
+        let yaml = to_yaml(&render(&good(), "img:1").unwrap());
+        let kinds: Vec<(String, String)> = serde_yaml::Deserializer::from_str(&yaml)
+            .map(|document| {
+                let value = serde_yaml::Value::deserialize(document).unwrap();
+                (
+                    value["apiVersion"].as_str().unwrap().into(),
+                    value["kind"].as_str().unwrap().into(),
+                )
+            })
+            .collect();
+        let expected = [
+            ("v1", "ConfigMap"),
+            ("apps/v1", "Deployment"),
+            ("v1", "Service"),
+            ("autoscaling/v2", "HorizontalPodAutoscaler"),
+            ("policy/v1", "PodDisruptionBudget"),
+        ];
+        assert_eq!(kinds, expected.map(|(a, k)| (a.to_string(), k.to_string())));
+    }
 }

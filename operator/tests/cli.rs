@@ -1,0 +1,138 @@
+//! The operator's command line: `crdgen` (and the committed CRD it must
+//! match) and `render`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn operator() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_restreamer-operator"))
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+#[test]
+fn the_committed_crd_is_what_crdgen_prints() {
+    let output = operator().arg("crdgen").output().unwrap();
+    assert!(output.status.success());
+    let generated = String::from_utf8(output.stdout).unwrap();
+    let committed = std::fs::read_to_string(root().join("crds/restream.yaml")).unwrap();
+    assert!(
+        generated == committed,
+        "crds/restream.yaml is out of date: run `cargo run -p restreamer-operator -- crdgen > crds/restream.yaml`"
+    );
+}
+
+#[test]
+fn the_crd_documents_its_fields_and_carries_the_validations() {
+    let crd: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(root().join("crds/restream.yaml")).unwrap())
+            .unwrap();
+    let version = &crd["spec"]["versions"][0];
+    assert_eq!(version["name"], "v1alpha1");
+    let spec = &version["schema"]["openAPIV3Schema"]["properties"]["spec"];
+    let limits = &spec["properties"]["limits"]["properties"];
+    assert!(limits["softConnections"]["description"]
+        .as_str()
+        .unwrap()
+        .contains("full"));
+    assert_eq!(limits["softConnections"]["default"], 800);
+    let rules: Vec<&str> = spec["x-kubernetes-validations"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|rule| rule["rule"].as_str().unwrap())
+        .collect();
+    assert!(rules
+        .iter()
+        .any(|r| r.contains("softConnections <= self.limits.maxConnections")));
+    assert!(rules
+        .iter()
+        .any(|r| r.contains("minReplicas <= self.scaling.maxReplicas")));
+    let stream = &spec["properties"]["streams"]["items"]["properties"];
+    assert_eq!(stream["path"]["pattern"], "^/");
+    assert_eq!(stream["upstreams"]["minItems"], 1);
+    let columns: Vec<&str> = version["additionalPrinterColumns"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(columns, ["Streams", "Replicas", "Ready", "Age"]);
+    assert!(version["subresources"]["status"].is_mapping());
+}
+
+#[test]
+fn render_prints_every_object_offline() {
+    let output = operator()
+        .args(["render", "-f"])
+        .arg(root().join("operator/yaml/instance-good.yaml"))
+        .args(["--image", "registry.example/restreamer:1.2"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = String::from_utf8(output.stdout).unwrap();
+    assert_eq!(text.matches("\n---\n").count() + 1, 5, "{text}");
+    for kind in [
+        "ConfigMap",
+        "Deployment",
+        "Service",
+        "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
+    ] {
+        assert!(text.contains(&format!("kind: {kind}\n")), "no {kind}");
+    }
+    assert!(text.contains("image: registry.example/restreamer:1.2"));
+}
+
+#[test]
+fn render_refuses_a_bad_restream_naming_the_fields() {
+    for (file, expected) in [
+        (
+            "instance-bad.yaml",
+            "spec.limits.softConnections: 2000 is above maxConnections 1000",
+        ),
+        ("instance-illegal.yaml", "unsupported scheme \"rtmp\""),
+    ] {
+        let output = operator()
+            .args(["render", "-f"])
+            .arg(root().join("operator/yaml").join(file))
+            .output()
+            .unwrap();
+        assert!(!output.status.success(), "{file} rendered");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(expected), "{file}: {stderr}");
+    }
+}
+
+#[test]
+fn the_crd_in_deploy_is_the_generated_one() {
+    let committed = std::fs::read_to_string(root().join("crds/restream.yaml")).unwrap();
+    let deployed = std::fs::read_to_string(root().join("deploy/01-crd.yaml")).unwrap();
+    assert!(
+        committed == deployed,
+        "deploy/01-crd.yaml drifted: cp crds/restream.yaml deploy/01-crd.yaml"
+    );
+}
+
+#[test]
+fn the_deploy_example_renders() {
+    let output = operator()
+        .args(["render", "-f"])
+        .arg(root().join("deploy/restream-example.yaml"))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
