@@ -38,6 +38,39 @@ pub struct Context {
     pub reporter: Reporter,
     /// The data-plane image for Restreams that name none.
     pub default_image: String,
+    /// Consecutive failures per Restream (`namespace/name`), for back-off.
+    pub failures: std::sync::Mutex<std::collections::HashMap<String, u32>>,
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        metrics: Arc<Metrics>,
+        reporter: Reporter,
+        default_image: String,
+    ) -> Context {
+        Context {
+            client,
+            metrics,
+            reporter,
+            default_image,
+            failures: Default::default(),
+        }
+    }
+}
+
+fn key(restream: &Restream) -> String {
+    format!(
+        "{}/{}",
+        restream.namespace().unwrap_or_default(),
+        restream.name_any()
+    )
+}
+
+/// Retry delay after `failures` consecutive failures: 5 s, doubling, at
+/// most 5 minutes.
+pub fn backoff(failures: u32) -> Duration {
+    Duration::from_secs(5 << failures.saturating_sub(1).min(6)).min(Duration::from_secs(300))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +97,9 @@ pub async fn reconcile(restream: Arc<Restream>, ctx: Arc<Context>) -> Result<Act
     let started = Instant::now();
     let result = apply(&restream, &ctx).await;
     ctx.metrics.reconciled(started.elapsed());
+    if result.is_ok() {
+        ctx.failures.lock().unwrap().remove(&key(&restream));
+    }
     result
 }
 
@@ -309,12 +345,19 @@ fn condition(
     }
 }
 
-/// What to do after a failed reconcile: count it, and try again with a
-/// back-off (the controller's own queue spreads retries).
+/// What to do after a failed reconcile: count it, and try again after an
+/// exponential back-off (5 s, 10 s, 20 s, ... at most 5 minutes).
 pub fn error_policy(restream: Arc<Restream>, error: &Error, ctx: Arc<Context>) -> Action {
-    warn!(event = "reconcile-failed", restream = %restream.name_any(), error = %error);
     ctx.metrics.failed(error.kind());
-    Action::requeue(Duration::from_secs(10))
+    let failures = {
+        let mut failures = ctx.failures.lock().unwrap();
+        let count = failures.entry(key(&restream)).or_insert(0);
+        *count += 1;
+        *count
+    };
+    let delay = backoff(failures);
+    warn!(event = "reconcile-failed", restream = %restream.name_any(), error = %error, failures, retry_seconds = delay.as_secs());
+    Action::requeue(delay)
 }
 
 /// Runs the controller until SIGTERM.
@@ -538,8 +581,17 @@ mod tests {
             .await;
         let error = reconciler.await.unwrap().expect_err("the reconcile fails");
         assert!(error.to_string().contains("etcd is down"), "{error}");
+        let action = error_policy(Arc::clone(&restream), &error, Arc::clone(&ctx));
+        assert_eq!(action, Action::requeue(Duration::from_secs(5)));
+        assert_eq!(ctx.metrics.failures.with_label_values(&["kube"]).get(), 1);
+        // Failing again backs off further.
         let action = error_policy(restream, &error, Arc::clone(&ctx));
         assert_eq!(action, Action::requeue(Duration::from_secs(10)));
-        assert_eq!(ctx.metrics.failures.with_label_values(&["kube"]).get(), 1);
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_five_minutes() {
+        let delays: Vec<u64> = (1..=9).map(|n| backoff(n).as_secs()).collect();
+        assert_eq!(delays, [5, 10, 20, 40, 80, 160, 300, 300, 300]);
     }
 }

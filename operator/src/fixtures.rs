@@ -126,15 +126,16 @@ impl Context {
     pub fn test() -> (Arc<Context>, ApiServerVerifier) {
         let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
         let client = Client::new(service, "default");
-        let ctx = Context {
-            client,
-            metrics: Arc::new(Metrics::default()),
-            reporter: kube::runtime::events::Reporter {
-                controller: "restreamer-operator".into(),
-                instance: Some("test".into()),
-            },
-            default_image: "restreamer:test".into(),
+        let reporter = kube::runtime::events::Reporter {
+            controller: "restreamer-operator".into(),
+            instance: Some("test".into()),
         };
+        let ctx = Context::new(
+            client,
+            Arc::new(Metrics::default()),
+            reporter,
+            "restreamer:test".into(),
+        );
         (Arc::new(ctx), ApiServerVerifier(handle))
     }
 }

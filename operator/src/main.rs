@@ -104,12 +104,7 @@ fn main() -> anyhow::Result<()> {
                     controller: "restreamer-operator".into(),
                     instance: Some(identity),
                 };
-                let ctx = Arc::new(Context {
-                    client,
-                    metrics,
-                    reporter,
-                    default_image: image,
-                });
+                let ctx = Arc::new(Context::new(client, metrics, reporter, image));
                 controller::run(ctx).await;
                 anyhow::Ok(())
             })
