@@ -303,7 +303,8 @@ impl Metrics {
         // Refilled from the hubs' counters on every scrape, so that removed
         // streams disappear and the values are exactly the hubs' own.
         let legacy = &self.legacy;
-        let counters = [
+        // Each vector is listed once, in the order of the values below.
+        let counter_vecs = [
             &self.packets_received,
             &self.bytes_received,
             &self.packets_sent,
@@ -319,18 +320,17 @@ impl Metrics {
             &legacy.bytes_dropped,
             &legacy.duration,
         ];
-        let gauges = [
+        let gauge_vecs = [
             &self.stream_connections,
             &self.upstream_connected,
             &legacy.source_connected,
             &legacy.connections,
         ];
-        counters.iter().for_each(|vec| vec.reset());
-        gauges.iter().for_each(|vec| vec.reset());
+        counter_vecs.iter().for_each(|vec| vec.reset());
+        gauge_vecs.iter().for_each(|vec| vec.reset());
         for (path, hub) in streams {
             let counters = &hub.counters;
             let totals = Totals::of(counters);
-            let labels = &[path];
             let connected = hub.upstream_connected() as i64;
             let clients = counters.connections.load(Ordering::Relaxed) as i64;
             let reconnects = counters
@@ -338,31 +338,28 @@ impl Metrics {
                 .load(Ordering::Relaxed)
                 .saturating_sub(1);
             let duration = counters.client_time_ns.load(Ordering::Relaxed);
-            for (vec, value) in [
-                (&self.packets_received, totals.packets_received),
-                (&self.bytes_received, totals.bytes_received),
-                (&self.packets_sent, totals.packets_sent),
-                (&self.bytes_sent, totals.bytes_sent),
-                (&self.packets_dropped, totals.packets_dropped),
-                (&self.bytes_dropped, totals.bytes_dropped),
-                (&self.upstream_reconnects, reconnects),
-                (&legacy.packets_received, totals.packets_received),
-                (&legacy.bytes_received, totals.bytes_received),
-                (&legacy.packets_sent, totals.packets_sent),
-                (&legacy.bytes_sent, totals.bytes_sent),
-                (&legacy.packets_dropped, totals.packets_dropped),
-                (&legacy.bytes_dropped, totals.bytes_dropped),
-                (&legacy.duration, duration),
-            ] {
-                vec.with_label_values(labels).inc_by(value);
+            let traffic = [
+                totals.packets_received,
+                totals.bytes_received,
+                totals.packets_sent,
+                totals.bytes_sent,
+                totals.packets_dropped,
+                totals.bytes_dropped,
+            ];
+            // Ours (with reconnects), then the original's (with duration).
+            let counter_values = traffic
+                .iter()
+                .chain([&reconnects])
+                .chain(&traffic)
+                .chain([&duration]);
+            for (vec, value) in counter_vecs.iter().zip(counter_values) {
+                vec.with_label_values(&[path]).inc_by(*value);
             }
-            for (vec, value) in [
-                (&self.stream_connections, clients),
-                (&self.upstream_connected, connected),
-                (&legacy.source_connected, connected),
-                (&legacy.connections, clients),
-            ] {
-                vec.with_label_values(labels).set(value);
+            for (vec, value) in gauge_vecs
+                .iter()
+                .zip([clients, connected, connected, clients])
+            {
+                vec.with_label_values(&[path]).set(value);
             }
         }
 
@@ -418,6 +415,9 @@ mod tests {
             "restreamer_upstream_connected{stream=\"/tv\"} 1",
             "restreamer_config_info{hash=\"abc\"} 1",
             "streaming_packets_received{stream=\"/tv\"} 2",
+            "streaming_bytes_received{stream=\"/tv\"} 376",
+            "restreamer_upstream_reconnects_total{stream=\"/tv\"} 0",
+            "streaming_connections{stream=\"/tv\"} 0",
             "streaming_source_connected{stream=\"/tv\"} 1",
         ] {
             assert!(
