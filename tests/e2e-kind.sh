@@ -17,11 +17,11 @@ kind get clusters | grep -qx "$cluster" || kind create cluster --name "$cluster"
 docker build -t "$image" .
 kind load docker-image --name "$cluster" "$image"
 
-kubectl apply -f deploy/00-namespace.yaml -f deploy/01-crd.yaml -f deploy/02-rbac.yaml -f deploy/03-operator.yaml
+kubectl apply -f deploy/
 kubectl -n restreamer-system rollout status deployment/restreamer-operator --timeout=120s
 kubectl wait --for condition=established crd/restreams.restreamer.io --timeout=60s
 
-kubectl apply -f deploy/restream-example.yaml
+kubectl apply -f deploy/examples/
 for _ in $(seq 60); do
     kubectl get deployment example >/dev/null 2>&1 && break
     sleep 2

@@ -114,12 +114,13 @@ fn render_refuses_a_bad_restream_naming_the_fields() {
 }
 
 #[test]
-fn the_crd_in_deploy_is_the_generated_one() {
+fn the_crd_in_the_chart_is_the_generated_one() {
     let committed = std::fs::read_to_string(root().join("crds/restream.yaml")).unwrap();
-    let deployed = std::fs::read_to_string(root().join("deploy/01-crd.yaml")).unwrap();
+    let charted =
+        std::fs::read_to_string(root().join("helm/restreamer/crds/restream.yaml")).unwrap();
     assert!(
-        committed == deployed,
-        "deploy/01-crd.yaml drifted: cp crds/restream.yaml deploy/01-crd.yaml"
+        committed == charted,
+        "helm/restreamer/crds/restream.yaml drifted: cp crds/restream.yaml helm/restreamer/crds/ && tests/render-deploy.sh"
     );
 }
 
@@ -127,7 +128,7 @@ fn the_crd_in_deploy_is_the_generated_one() {
 fn the_deploy_example_renders() {
     let output = operator()
         .args(["render", "-f"])
-        .arg(root().join("deploy/restream-example.yaml"))
+        .arg(root().join("deploy/examples/restream.yaml"))
         .output()
         .unwrap();
     assert!(
