@@ -595,3 +595,184 @@ mod tests {
         assert_eq!(delays, [5, 10, 20, 40, 80, 160, 300, 300, 300]);
     }
 }
+
+/// The RBAC of the chart (rendered in `deploy/`) must allow every call the
+/// operator makes, and nothing more. The calls are recorded from the
+/// running code against the mocked API server: the controller's watches,
+/// a reconcile that applies everything, one refused as invalid, events
+/// (first and repeated), and leader election.
+#[cfg(test)]
+mod rbac_tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+    use crate::fixtures::Seen;
+
+    type Permission = (String, String, String); // (apiGroup, resource, verb)
+
+    /// What a request needs: its API group, resource (with subresource)
+    /// and verb.
+    fn permissions(seen: &Seen) -> Vec<Permission> {
+        let parts: Vec<&str> = seen.path.trim_start_matches('/').split('/').collect();
+        let (group, rest) = match parts[0] {
+            "api" => ("", &parts[2..]),
+            _ => (parts[1], &parts[3..]),
+        };
+        let rest = if rest.first() == Some(&"namespaces") && rest.len() > 2 {
+            &rest[2..]
+        } else {
+            rest
+        };
+        let resource = match rest {
+            [resource, _name, subresource] => format!("{resource}/{subresource}"),
+            [resource, ..] => resource.to_string(),
+            [] => panic!("no resource in {}", seen.path),
+        };
+        let named = rest.len() >= 2;
+        let verbs: Vec<&str> = match seen.method.as_str() {
+            "GET" if !named && seen.query.contains("watch=true") => vec!["watch"],
+            "GET" if !named => vec!["list"],
+            "GET" => vec!["get"],
+            "POST" => vec!["create"],
+            "PUT" => vec!["update"],
+            // A server-side apply creates the object when it is missing.
+            "PATCH" if seen.query.contains("fieldManager=") && !resource.contains('/') => {
+                vec!["patch", "create"]
+            }
+            "PATCH" => vec!["patch"],
+            other => panic!("unexpected method {other}"),
+        };
+        verbs
+            .into_iter()
+            .map(|verb| (group.to_string(), resource.clone(), verb.to_string()))
+            .collect()
+    }
+
+    fn granted() -> BTreeSet<Permission> {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/restreamer.yaml");
+        let text = std::fs::read_to_string(path).unwrap();
+        let mut granted = BTreeSet::new();
+        for document in serde_yaml::Deserializer::from_str(&text) {
+            let value = <serde_yaml::Value as serde::Deserialize>::deserialize(document).unwrap();
+            if !matches!(value["kind"].as_str(), Some("ClusterRole" | "Role")) {
+                continue;
+            }
+            for rule in value["rules"].as_sequence().unwrap() {
+                let list = |key: &str| -> Vec<String> {
+                    rule[key]
+                        .as_sequence()
+                        .unwrap()
+                        .iter()
+                        .map(|v| v.as_str().unwrap().to_string())
+                        .collect()
+                };
+                for group in list("apiGroups") {
+                    for resource in list("resources") {
+                        for verb in list("verbs") {
+                            granted.insert((group.clone(), resource.clone(), verb));
+                        }
+                    }
+                }
+            }
+        }
+        granted
+    }
+
+    #[tokio::test]
+    async fn rbac_covers_every_call_the_operator_makes_and_nothing_more() {
+        let mut seen: Vec<Seen> = Vec::new();
+
+        // The controller's watches: answer the lists with nothing and the
+        // watches with an empty stream, and record the first few seconds.
+        let (ctx, mut server) = Context::test();
+        let controller = tokio::spawn(run(Arc::clone(&ctx)));
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(1500);
+        while let Ok(request) = tokio::time::timeout_at(
+            deadline,
+            server.next(|_| (200, serde_json::json!({"apiVersion": "v1", "kind": "List",
+                                                      "metadata": {"resourceVersion": "1"}, "items": []}))),
+        )
+        .await
+        {
+            seen.push(request);
+        }
+        controller.abort();
+
+        // A reconcile that applies everything (and publishes an event).
+        let (ctx, mut server) = Context::test();
+        let restream = Restream::test();
+        let reconciler = tokio::spawn(reconcile(Arc::new(restream.clone()), Arc::clone(&ctx)));
+        for _ in 0..7 {
+            let answer = serde_json::to_value(&restream).unwrap();
+            seen.push(
+                server
+                    .next(move |request| {
+                        let mut reply = request.body.clone();
+                        if let (Some(reply), Some(extra)) =
+                            (reply.as_object_mut(), answer.as_object())
+                        {
+                            for (key, value) in extra {
+                                if key != "status" {
+                                    reply.entry(key.clone()).or_insert(value.clone());
+                                }
+                            }
+                        }
+                        (200, reply)
+                    })
+                    .await,
+            );
+        }
+        reconciler.await.unwrap().unwrap();
+
+        // The same event twice: the second is a patch of the first.
+        let (ctx, mut server) = Context::test();
+        let publisher = tokio::spawn(async move {
+            let recorder = Recorder::new(ctx.client.clone(), ctx.reporter.clone());
+            let event = Event {
+                type_: EventType::Warning,
+                reason: "InvalidSpec".into(),
+                note: Some("again".into()),
+                action: "Reconcile".into(),
+                secondary: None,
+            };
+            let reference = Restream::test().object_ref(&());
+            recorder.publish(&event, &reference).await.unwrap();
+            recorder.publish(&event, &reference).await.unwrap();
+        });
+        seen.push(server.next(|request| (201, request.body.clone())).await);
+        seen.push(server.next(|request| (200, request.body.clone())).await);
+        publisher.await.unwrap();
+
+        // Leader election: create, then take over an expired lease.
+        let (ctx, mut server) = Context::test();
+        let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+            Api::namespaced(ctx.client.clone(), "ops");
+        let elector =
+            tokio::spawn(async move { crate::leader::try_acquire(&leases, "lease", "me").await });
+        seen.push(server.next(|_| (404, serde_json::json!({"kind": "Status", "apiVersion": "v1", "code": 404,
+                                                             "status": "Failure", "reason": "NotFound"}))).await);
+        seen.push(server.next(|request| (201, request.body.clone())).await);
+        elector.await.unwrap().unwrap();
+        let (ctx, mut server) = Context::test();
+        let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+            Api::namespaced(ctx.client.clone(), "ops");
+        let elector =
+            tokio::spawn(async move { crate::leader::try_acquire(&leases, "lease", "me").await });
+        seen.push(server.next(|_| (200, serde_json::json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": {"name": "lease", "resourceVersion": "1"},
+            "spec": {"holderIdentity": "old", "leaseDurationSeconds": 1, "renewTime": "2020-01-01T00:00:00.000000Z"}}))).await);
+        seen.push(server.next(|request| (200, request.body.clone())).await);
+        elector.await.unwrap().unwrap();
+
+        let needed: BTreeSet<Permission> = seen.iter().flat_map(permissions).collect();
+        let granted = granted();
+        let missing: Vec<_> = needed.difference(&granted).collect();
+        let unused: Vec<_> = granted.difference(&needed).collect();
+        assert!(missing.is_empty(), "the RBAC lacks {missing:?}");
+        assert!(
+            unused.is_empty(),
+            "the RBAC grants more than is used: {unused:?}"
+        );
+    }
+}
