@@ -154,7 +154,9 @@ async fn apply(restream: &Restream, ctx: &Context) -> Result<Action, Error> {
     apply_object(&ctx.client, &namespace, &rendered.config_map, &params).await?;
     let deployment = apply_object(&ctx.client, &namespace, &rendered.deployment, &params).await?;
     apply_object(&ctx.client, &namespace, &rendered.service, &params).await?;
-    apply_object(&ctx.client, &namespace, &rendered.autoscaler, &params).await?;
+    if let Some(autoscaler) = &rendered.autoscaler {
+        apply_object(&ctx.client, &namespace, autoscaler, &params).await?;
+    }
     apply_object(
         &ctx.client,
         &namespace,

@@ -324,6 +324,11 @@ impl Default for ServiceSettings {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Scaling {
+    /// Create the HorizontalPodAutoscaler. Turn off to scale by other
+    /// means (e.g. a KEDA ScaledObject on the same metric); the Deployment
+    /// then starts at `minReplicas`.
+    #[serde(default = "yes")]
+    pub autoscaler: bool,
     #[serde(default = "one")]
     pub min_replicas: i32,
     #[serde(default = "ten")]
@@ -346,6 +351,7 @@ fn default_target() -> u32 {
 impl Default for Scaling {
     fn default() -> Self {
         Scaling {
+            autoscaler: true,
             min_replicas: one(),
             max_replicas: ten(),
             target_utilization_percent: default_target(),

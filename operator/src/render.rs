@@ -60,7 +60,8 @@ pub struct Rendered {
     pub config_map: ConfigMap,
     pub deployment: Deployment,
     pub service: Service,
-    pub autoscaler: HorizontalPodAutoscaler,
+    /// `None` when `spec.scaling.autoscaler` is off.
+    pub autoscaler: Option<HorizontalPodAutoscaler>,
     pub disruption_budget: PodDisruptionBudget,
 }
 
@@ -166,36 +167,40 @@ pub fn render(restream: &Restream, default_image: &str) -> Result<Rendered, Rend
     };
 
     let target = restream.spec.scaling.target_utilization_percent;
-    let autoscaler = HorizontalPodAutoscaler {
-        metadata: meta(name.clone()),
-        spec: Some(HorizontalPodAutoscalerSpec {
-            scale_target_ref: CrossVersionObjectReference {
-                api_version: Some("apps/v1".into()),
-                kind: "Deployment".into(),
-                name: name.clone(),
-            },
-            min_replicas: Some(restream.spec.scaling.min_replicas),
-            max_replicas: restream.spec.scaling.max_replicas,
-            metrics: Some(vec![MetricSpec {
-                type_: "Pods".into(),
-                pods: Some(PodsMetricSource {
-                    metric: MetricIdentifier {
-                        name: SCALING_METRIC.into(),
-                        selector: None,
-                    },
-                    target: MetricTarget {
-                        type_: "AverageValue".into(),
-                        // Percent as a quantity: 80 % is "800m".
-                        average_value: Some(Quantity(format!("{}m", target * 10))),
-                        ..MetricTarget::default()
-                    },
-                }),
-                ..MetricSpec::default()
-            }]),
-            ..HorizontalPodAutoscalerSpec::default()
-        }),
-        ..HorizontalPodAutoscaler::default()
-    };
+    let autoscaler = restream
+        .spec
+        .scaling
+        .autoscaler
+        .then(|| HorizontalPodAutoscaler {
+            metadata: meta(name.clone()),
+            spec: Some(HorizontalPodAutoscalerSpec {
+                scale_target_ref: CrossVersionObjectReference {
+                    api_version: Some("apps/v1".into()),
+                    kind: "Deployment".into(),
+                    name: name.clone(),
+                },
+                min_replicas: Some(restream.spec.scaling.min_replicas),
+                max_replicas: restream.spec.scaling.max_replicas,
+                metrics: Some(vec![MetricSpec {
+                    type_: "Pods".into(),
+                    pods: Some(PodsMetricSource {
+                        metric: MetricIdentifier {
+                            name: SCALING_METRIC.into(),
+                            selector: None,
+                        },
+                        target: MetricTarget {
+                            type_: "AverageValue".into(),
+                            // Percent as a quantity: 80 % is "800m".
+                            average_value: Some(Quantity(format!("{}m", target * 10))),
+                            ..MetricTarget::default()
+                        },
+                    }),
+                    ..MetricSpec::default()
+                }]),
+                ..HorizontalPodAutoscalerSpec::default()
+            }),
+            ..HorizontalPodAutoscaler::default()
+        });
 
     let disruption_budget = PodDisruptionBudget {
         metadata: meta(name.clone()),
@@ -514,13 +519,15 @@ pub fn to_yaml(rendered: &Rendered) -> String {
         )
     }
     [
-        document(&rendered.config_map),
-        document(&rendered.deployment),
-        document(&rendered.service),
-        document(&rendered.autoscaler),
-        document(&rendered.disruption_budget),
+        Some(document(&rendered.config_map)),
+        Some(document(&rendered.deployment)),
+        Some(document(&rendered.service)),
+        rendered.autoscaler.as_ref().map(document),
+        Some(document(&rendered.disruption_budget)),
     ]
-    .concat()
+    .into_iter()
+    .flatten()
+    .collect()
 }
 
 #[cfg(test)]
@@ -744,7 +751,7 @@ mod tests {
         assert_eq!(service.ports.as_ref().unwrap()[0].port, 80);
         assert_eq!(service.selector.unwrap(), selector_labels("tv"));
 
-        let hpa = rendered.autoscaler.spec.unwrap();
+        let hpa = rendered.autoscaler.unwrap().spec.unwrap();
         assert_eq!((hpa.min_replicas, hpa.max_replicas), (Some(2), 20));
         assert_eq!(hpa.scale_target_ref.kind, "Deployment");
         assert_eq!(hpa.scale_target_ref.name, "tv");
@@ -762,13 +769,23 @@ mod tests {
     }
 
     #[test]
+    fn the_autoscaler_can_be_left_to_other_means() {
+        let mut restream = good();
+        restream.spec.scaling.autoscaler = false;
+        let rendered = render(&restream, "img:1").unwrap();
+        assert!(rendered.autoscaler.is_none());
+        assert_eq!(rendered.deployment.spec.unwrap().replicas, Some(2));
+        assert!(!to_yaml(&render(&restream, "img:1").unwrap()).contains("HorizontalPodAutoscaler"));
+    }
+
+    #[test]
     fn every_object_is_owned_by_the_restream_and_labelled() {
         let rendered = render(&good(), "img:1").unwrap();
         let metas = [
             &rendered.config_map.metadata,
             &rendered.deployment.metadata,
             &rendered.service.metadata,
-            &rendered.autoscaler.metadata,
+            &rendered.autoscaler.as_ref().unwrap().metadata,
             &rendered.disruption_budget.metadata,
         ];
         for meta in metas {
