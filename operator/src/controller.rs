@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -151,6 +151,12 @@ async fn apply(restream: &Restream, ctx: &Context) -> Result<Action, Error> {
     };
 
     let params = PatchParams::apply(FIELD_MANAGER).force();
+    // Origins first, so the edges find them.
+    if let Some(origin) = &rendered.origin {
+        apply_object(&ctx.client, &namespace, &origin.config_map, &params).await?;
+        apply_object(&ctx.client, &namespace, &origin.service, &params).await?;
+        apply_object(&ctx.client, &namespace, &origin.stateful_set, &params).await?;
+    }
     apply_object(&ctx.client, &namespace, &rendered.config_map, &params).await?;
     let deployment = apply_object(&ctx.client, &namespace, &rendered.deployment, &params).await?;
     apply_object(&ctx.client, &namespace, &rendered.service, &params).await?;
@@ -370,6 +376,7 @@ pub async fn run(ctx: Arc<Context>) {
     Controller::new(restreams, config.clone())
         .owns(Api::<ConfigMap>::all(client.clone()), config.clone())
         .owns(Api::<Deployment>::all(client.clone()), config.clone())
+        .owns(Api::<StatefulSet>::all(client.clone()), config.clone())
         .owns(Api::<Service>::all(client.clone()), config.clone())
         .owns(
             Api::<HorizontalPodAutoscaler>::all(client.clone()),
@@ -701,11 +708,13 @@ mod rbac_tests {
         }
         controller.abort();
 
-        // A reconcile that applies everything (and publishes an event).
+        // A reconcile that applies everything, tiers included (and
+        // publishes an event): 3 origin objects, 5 edge objects, the
+        // status, the event.
         let (ctx, mut server) = Context::test();
-        let restream = Restream::test();
+        let restream = Restream::tiered();
         let reconciler = tokio::spawn(reconcile(Arc::new(restream.clone()), Arc::clone(&ctx)));
-        for _ in 0..7 {
+        for _ in 0..10 {
             let answer = serde_json::to_value(&restream).unwrap();
             seen.push(
                 server

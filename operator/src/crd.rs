@@ -64,6 +64,31 @@ pub struct RestreamSpec {
     /// Autoscaling on the pods' "full" signal.
     #[serde(default)]
     pub scaling: Scaling,
+    /// Origin/edge tiers. Without them, every pod pulls every channel from
+    /// its upstreams. With them, a few origin pods pull each channel from
+    /// the upstreams once, and the autoscaled pods (the edges) pull from
+    /// the origins, each origin one of their upstreams: scaling the edges
+    /// adds no load on the broadcaster, and losing an origin is a failover,
+    /// not a disconnect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tiers: Option<Tiers>,
+}
+
+/// The origin tier.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Tiers {
+    /// Origin pods (a StatefulSet); each pulls every channel once. Two or
+    /// more, so that edges can fail over.
+    #[serde(default = "two")]
+    pub origins: i32,
+    /// CPU and memory of the origin pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin_resources: Option<ResourceRequirements>,
+}
+
+fn two() -> i32 {
+    2
 }
 
 /// One channel.
@@ -439,6 +464,14 @@ impl RestreamSpec {
                 self.scaling.min_replicas, self.scaling.max_replicas
             ));
         }
+        if let Some(tiers) = &self.tiers {
+            if tiers.origins < 1 {
+                problems.push(format!(
+                    "spec.tiers.origins: {} must be at least 1",
+                    tiers.origins
+                ));
+            }
+        }
         if self.apis.control && self.authentication.is_none() {
             problems.push("spec.apis.control: the control API needs spec.authentication".into());
         }
@@ -503,6 +536,7 @@ pub fn crd() -> CustomResourceDefinition {
     stream["properties"]["name"]["pattern"] = "^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$".into();
     stream["properties"]["upstreams"]["minItems"] = 1.into();
     spec["properties"]["scaling"]["properties"]["minReplicas"]["minimum"] = 1.into();
+    spec["properties"]["tiers"]["properties"]["origins"]["minimum"] = 1.into();
     spec["properties"]["service"]["properties"]["type"]["enum"] =
         serde_json::json!(["ClusterIP", "NodePort", "LoadBalancer"]);
     *schema = serde_json::from_value(json).expect("the schema stays valid");

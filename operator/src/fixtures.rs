@@ -23,6 +23,15 @@ impl Restream {
         restream
     }
 
+    /// The tiered example.
+    pub fn tiered() -> Restream {
+        let mut restream: Restream =
+            serde_yaml::from_str(include_str!("../yaml/instance-tiered.yaml")).unwrap();
+        restream.metadata.generation = Some(1);
+        restream.metadata.uid = Some("5b3c6f1e-0000-4000-8000-000000000003".into());
+        restream
+    }
+
     /// One whose data-plane config cannot work.
     pub fn illegal() -> Restream {
         let mut restream: Restream =

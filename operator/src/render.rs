@@ -19,7 +19,8 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{
-    Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
+    Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment, StatefulSet,
+    StatefulSetSpec,
 };
 use k8s_openapi::api::autoscaling::v2::{
     CrossVersionObjectReference, HorizontalPodAutoscaler, HorizontalPodAutoscalerSpec,
@@ -63,6 +64,18 @@ pub struct Rendered {
     /// `None` when `spec.scaling.autoscaler` is off.
     pub autoscaler: Option<HorizontalPodAutoscaler>,
     pub disruption_budget: PodDisruptionBudget,
+    /// The origin tier, when `spec.tiers` is set.
+    pub origin: Option<OriginTier>,
+}
+
+/// The origin pods: a StatefulSet (stable names, one per origin) behind a
+/// headless Service, so edges address each origin as its own upstream.
+#[derive(Debug, Clone)]
+pub struct OriginTier {
+    pub config: Config,
+    pub config_map: ConfigMap,
+    pub service: Service,
+    pub stateful_set: StatefulSet,
 }
 
 /// Why a Restream cannot be rendered.
@@ -92,34 +105,20 @@ pub fn render(restream: &Restream, default_image: &str) -> Result<Rendered, Rend
         .ok_or(RenderError::MissingMetadata("namespace"))?;
 
     let config = data_plane_config(restream);
-    // The data plane's own checks: what it would refuse to load, we refuse
-    // to render. The users live in a Secret the pods mount, so the check
-    // stands placeholders in for them.
-    let mut check = config.clone();
-    check.userfile.clear();
-    for user in restream
-        .spec
-        .authentication
-        .iter()
-        .flat_map(|auth| &auth.users)
-    {
-        check.userlist.insert(user.clone(), User::default());
-    }
-    check
-        .validate()
-        .map_err(|e| RenderError::InvalidConfig(e.to_string().replace('\n', "; ")))?;
+    check(restream, &config)?;
     let json = serde_json::to_string_pretty(&config).expect("a config serialises");
 
     let labels = selector_labels(&name);
-    let meta = |object_name: String| ObjectMeta {
+    let meta_of = |object_name: String, instance: &str| ObjectMeta {
         name: Some(object_name),
         namespace: restream.namespace(),
-        labels: Some(common_labels(&name)),
+        labels: Some(common_labels(instance)),
         // Offline (`render -f`), a Restream has no uid yet and its objects
         // no owner; from the cluster it always has one.
         owner_references: restream.controller_owner_ref(&()).map(|owner| vec![owner]),
         ..ObjectMeta::default()
     };
+    let meta = |object_name: String| meta_of(object_name, &name);
 
     let config_map = ConfigMap {
         metadata: meta(config_map_name(&name)),
@@ -143,7 +142,12 @@ pub fn render(restream: &Restream, default_image: &str) -> Result<Rendered, Rend
                     max_unavailable: Some(IntOrString::Int(0)),
                 }),
             }),
-            template: pod_template(restream, &name, default_image),
+            template: pod_template(
+                restream,
+                &name,
+                default_image,
+                restream.spec.pods.resources.clone(),
+            ),
             ..DeploymentSpec::default()
         }),
         ..Deployment::default()
@@ -216,6 +220,63 @@ pub fn render(restream: &Restream, default_image: &str) -> Result<Rendered, Rend
         ..PodDisruptionBudget::default()
     };
 
+    let origin = match &restream.spec.tiers {
+        Some(tiers) => {
+            let origin_name = origin_name(&name);
+            let config = origin_config(restream);
+            check(restream, &config)?;
+            let json = serde_json::to_string_pretty(&config).expect("a config serialises");
+            let labels = selector_labels(&origin_name);
+            let meta = |object_name: String| meta_of(object_name, &origin_name);
+            Some(OriginTier {
+                config_map: ConfigMap {
+                    metadata: meta(config_map_name(&origin_name)),
+                    data: Some(BTreeMap::from([("restreamer.json".to_string(), json)])),
+                    ..ConfigMap::default()
+                },
+                // Headless: one DNS name per origin pod, for the edges.
+                service: Service {
+                    metadata: meta(origin_name.clone()),
+                    spec: Some(ServiceSpec {
+                        cluster_ip: Some("None".into()),
+                        selector: Some(labels.clone()),
+                        ports: Some(vec![ServicePort {
+                            name: Some("http".into()),
+                            port: HTTP_PORT,
+                            target_port: Some(IntOrString::String("http".into())),
+                            protocol: Some("TCP".into()),
+                            ..ServicePort::default()
+                        }]),
+                        ..ServiceSpec::default()
+                    }),
+                    ..Service::default()
+                },
+                stateful_set: StatefulSet {
+                    metadata: meta(origin_name.clone()),
+                    spec: Some(StatefulSetSpec {
+                        replicas: Some(tiers.origins),
+                        service_name: Some(origin_name.clone()),
+                        pod_management_policy: Some("Parallel".into()),
+                        selector: LabelSelector {
+                            match_labels: Some(labels),
+                            ..LabelSelector::default()
+                        },
+                        template: pod_template(
+                            restream,
+                            &origin_name,
+                            default_image,
+                            tiers.origin_resources.clone(),
+                        ),
+                        ..StatefulSetSpec::default()
+                    }),
+                    ..StatefulSet::default()
+                },
+                config,
+            })
+        }
+        None => None,
+    };
+
     Ok(Rendered {
         config,
         config_map,
@@ -223,7 +284,39 @@ pub fn render(restream: &Restream, default_image: &str) -> Result<Rendered, Rend
         service,
         autoscaler,
         disruption_budget,
+        origin,
     })
+}
+
+/// The instance name of a Restream's origin tier.
+pub fn origin_name(name: &str) -> String {
+    format!("{name}-origin")
+}
+
+/// The URL of a channel on one origin pod, through the headless Service.
+pub fn origin_url(restream: &Restream, index: i32, path: &str) -> String {
+    let name = origin_name(&restream.name_any());
+    let namespace = restream.namespace().unwrap_or_default();
+    format!("http://{name}-{index}.{name}.{namespace}.svc:{HTTP_PORT}{path}")
+}
+
+/// The data plane's own checks: what it would refuse to load, we refuse to
+/// render. The users live in a Secret the pods mount, so the check stands
+/// placeholders in for them.
+fn check(restream: &Restream, config: &Config) -> Result<(), RenderError> {
+    let mut check = config.clone();
+    check.userfile.clear();
+    for user in restream
+        .spec
+        .authentication
+        .iter()
+        .flat_map(|auth| &auth.users)
+    {
+        check.userlist.insert(user.clone(), User::default());
+    }
+    check
+        .validate()
+        .map_err(|e| RenderError::InvalidConfig(e.to_string().replace('\n', "; ")))
 }
 
 pub fn config_map_name(name: &str) -> String {
@@ -251,8 +344,29 @@ fn common_labels(name: &str) -> BTreeMap<String, String> {
     labels
 }
 
-/// The data-plane config of a Restream.
+/// The data-plane config of a Restream's serving pods: with tiers, each
+/// channel's upstreams are the origins.
 pub fn data_plane_config(restream: &Restream) -> Config {
+    let upstreams = |stream: &crate::crd::StreamSpec| match &restream.spec.tiers {
+        Some(tiers) => (0..tiers.origins)
+            .map(|i| origin_url(restream, i, &stream.path))
+            .collect(),
+        None => stream.upstreams.clone(),
+    };
+    config_with(restream, &upstreams, false)
+}
+
+/// The data-plane config of the origin pods: the real upstreams, no
+/// connection limits (their clients are the edges), open streams.
+pub fn origin_config(restream: &Restream) -> Config {
+    config_with(restream, &|stream| stream.upstreams.clone(), true)
+}
+
+fn config_with(
+    restream: &Restream,
+    upstreams_of: &dyn Fn(&crate::crd::StreamSpec) -> Vec<String>,
+    origin: bool,
+) -> Config {
     let spec = &restream.spec;
     let auth = spec.authentication.as_ref().map(|auth| Authentication {
         kind: if auth.kind == "bearer" {
@@ -266,13 +380,13 @@ pub fn data_plane_config(restream: &Restream) -> Config {
     });
     let api_auth = auth.clone().unwrap_or_default();
     let stream_auth = match &spec.authentication {
-        Some(settings) if settings.streams => api_auth.clone(),
+        Some(settings) if settings.streams && !origin => api_auth.clone(),
         _ => Authentication::default(),
     };
 
     let mut resources = Vec::new();
     for stream in &spec.streams {
-        let mut upstreams = stream.upstreams.clone();
+        let mut upstreams = upstreams_of(stream);
         resources.push(DataResource {
             kind: ResourceType::Stream,
             serve: stream.path.clone(),
@@ -339,8 +453,16 @@ pub fn data_plane_config(restream: &Restream) -> Config {
         inputbuffer: spec.buffers.input_packets as usize,
         outputbuffer: spec.buffers.output_packets as usize,
         flushms: u64::from(spec.buffers.flush_milliseconds),
-        fullconnections: spec.limits.soft_connections as usize,
-        maxconnections: spec.limits.max_connections as usize,
+        fullconnections: if origin {
+            0
+        } else {
+            spec.limits.soft_connections as usize
+        },
+        maxconnections: if origin {
+            0
+        } else {
+            spec.limits.max_connections as usize
+        },
         draintime: u64::from(spec.pods.drain_seconds.unwrap_or(5)),
         userfile: spec
             .authentication
@@ -362,7 +484,14 @@ pub fn data_plane_config(restream: &Restream) -> Config {
     }
 }
 
-fn pod_template(restream: &Restream, name: &str, default_image: &str) -> PodTemplateSpec {
+/// The pods of `instance` (the Restream's name, or its origin tier's),
+/// reading the ConfigMap of the same instance.
+fn pod_template(
+    restream: &Restream,
+    name: &str,
+    default_image: &str,
+    resources: Option<k8s_openapi::api::core::v1::ResourceRequirements>,
+) -> PodTemplateSpec {
     let spec = &restream.spec;
     let mut labels = spec.pods.labels.clone();
     labels.extend(selector_labels(name));
@@ -462,7 +591,7 @@ fn pod_template(restream: &Restream, name: &str, default_image: &str) -> PodTemp
                     failure_threshold: Some(6),
                     ..probe("/healthz")
                 }),
-                resources: spec.pods.resources.clone(),
+                resources,
                 security_context: Some(SecurityContext {
                     run_as_non_root: Some(true),
                     read_only_root_filesystem: Some(true),
@@ -518,7 +647,11 @@ pub fn to_yaml(rendered: &Rendered) -> String {
             serde_yaml::to_string(&ordered).expect("objects serialise")
         )
     }
+    let origin = rendered.origin.as_ref();
     [
+        origin.map(|o| document(&o.config_map)),
+        origin.map(|o| document(&o.service)),
+        origin.map(|o| document(&o.stateful_set)),
         Some(document(&rendered.config_map)),
         Some(document(&rendered.deployment)),
         Some(document(&rendered.service)),
@@ -776,6 +909,88 @@ mod tests {
         assert!(rendered.autoscaler.is_none());
         assert_eq!(rendered.deployment.spec.unwrap().replicas, Some(2));
         assert!(!to_yaml(&render(&restream, "img:1").unwrap()).contains("HorizontalPodAutoscaler"));
+    }
+
+    fn tiered() -> Restream {
+        let mut restream: Restream =
+            serde_yaml::from_str(include_str!("../yaml/instance-tiered.yaml")).unwrap();
+        restream.metadata.uid = Some("uid-3".into());
+        restream
+    }
+
+    #[test]
+    fn with_tiers_the_edges_pull_from_each_origin_and_only_the_origins_from_the_broadcaster() {
+        let rendered = render(&tiered(), "img:1").unwrap();
+        let edge = &rendered.config.resources[0];
+        assert_eq!(
+            edge.upstream_urls(),
+            [
+                "http://tv-origin-0.tv-origin.media.svc:8080/news.ts",
+                "http://tv-origin-1.tv-origin.media.svc:8080/news.ts"
+            ]
+        );
+        assert_eq!(
+            rendered.config.fullconnections, 800,
+            "the edges keep the limits"
+        );
+
+        let origin = rendered.origin.expect("an origin tier");
+        assert_eq!(
+            origin.config.resources[0].upstream_urls(),
+            ["http://broadcaster.example.net/news.ts"]
+        );
+        assert_eq!(
+            (origin.config.fullconnections, origin.config.maxconnections),
+            (0, 0)
+        );
+        assert_eq!(
+            origin.config_map.metadata.name.as_deref(),
+            Some("tv-origin-config")
+        );
+
+        let service = origin.service.spec.unwrap();
+        assert_eq!(
+            service.cluster_ip.as_deref(),
+            Some("None"),
+            "headless: one name per origin"
+        );
+        let statefulset = origin.stateful_set.spec.unwrap();
+        assert_eq!(statefulset.replicas, Some(2));
+        assert_eq!(statefulset.service_name.as_deref(), Some("tv-origin"));
+        assert_eq!(
+            statefulset.selector.match_labels.unwrap(),
+            selector_labels("tv-origin")
+        );
+        assert_ne!(
+            selector_labels("tv-origin"),
+            selector_labels("tv"),
+            "edges must not select origins"
+        );
+        let pod = statefulset.template.spec.unwrap();
+        let volumes = pod.volumes.unwrap();
+        let config = volumes.iter().find(|v| v.name == "config").unwrap();
+        assert_eq!(config.config_map.as_ref().unwrap().name, "tv-origin-config");
+        assert_eq!(
+            pod.containers[0]
+                .resources
+                .as_ref()
+                .unwrap()
+                .requests
+                .as_ref()
+                .unwrap()["cpu"],
+            Quantity("250m".into())
+        );
+        // Origins are fixed: the autoscaler targets the edges only.
+        let hpa = rendered.autoscaler.unwrap().spec.unwrap();
+        assert_eq!(hpa.scale_target_ref.name, "tv");
+    }
+
+    #[test]
+    fn without_tiers_there_is_no_origin() {
+        assert!(render(&good(), "img:1").unwrap().origin.is_none());
+        let yaml = to_yaml(&render(&tiered(), "img:1").unwrap());
+        assert_eq!(yaml.matches("\nkind: StatefulSet\n").count(), 1);
+        assert_eq!(yaml.matches("\nkind: ConfigMap\n").count(), 2);
     }
 
     #[test]
