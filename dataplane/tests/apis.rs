@@ -579,7 +579,15 @@ async fn access_log_file_gets_client_events_and_no_credentials() {
     .await;
     proxy.wait_for_event("client-stopped", 1).await;
 
-    let text = std::fs::read_to_string(&log).unwrap();
+    // The file is written just after standard output: give it a moment.
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = std::fs::read_to_string(&log).unwrap();
+        if text.contains("client-stopped") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let events: Vec<Value> = text
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())

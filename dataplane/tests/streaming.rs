@@ -98,10 +98,10 @@ async fn failover_keeps_the_client_connected() {
 async fn stalled_client_loses_packets_and_does_not_slow_others() {
     // 20,000 packets/s (30 Mbit/s) in bursts of 200 packets: a stalled
     // client fills its socket buffers in a second or two, then its
-    // 400-packet queue overflows.
+    // 2,000-packet queue (100 ms) overflows.
     let upstream = TcpUpstream::start(0x100, 20_000).await;
     let mut config = stream_config(&[upstream.url()]);
-    config["outputbuffer"] = json!(400);
+    config["outputbuffer"] = json!(2000);
     let proxy = Proxy::start(config);
     proxy.wait_for_event("upstream-connect", 1).await;
 
