@@ -31,6 +31,28 @@ enum Command {
         #[arg(long, env = "RESTREAMER_IMAGE", default_value = DEFAULT_IMAGE)]
         image: String,
     },
+    /// Prints how many pods, nodes and origins a number of viewers needs,
+    /// and the Restream settings to use (see CAPACITY.md).
+    Plan {
+        /// Concurrent viewers at the peak.
+        #[arg(long)]
+        viewers: u64,
+        /// Bitrate of one channel, e.g. 8M or 800k.
+        #[arg(long, default_value = "8M", value_parser = restreamer_operator::plan::parse_bitrate)]
+        bitrate: f64,
+        /// Channels.
+        #[arg(long, default_value_t = 1)]
+        streams: u64,
+        /// CPU cores per data-plane pod.
+        #[arg(long, default_value_t = 2.0)]
+        cores_per_pod: f64,
+        /// Network interface of a node, Gbit/s.
+        #[arg(long, default_value_t = 25.0)]
+        node_gbps: f64,
+        /// Gbit/s one core serves at full rate (measured: BENCHMARKS.md).
+        #[arg(long, default_value_t = 6.0)]
+        gbps_per_core: f64,
+    },
     /// Runs the controller against the cluster of the current kubeconfig or
     /// service account.
     Run {
@@ -75,6 +97,28 @@ fn main() -> anyhow::Result<()> {
                 .get_or_insert_with(|| "default".into());
             let rendered = render::render(&restream, &image)?;
             print!("{}", render::to_yaml(&rendered));
+            Ok(())
+        }
+        Command::Plan {
+            viewers,
+            bitrate,
+            streams,
+            cores_per_pod,
+            node_gbps,
+            gbps_per_core,
+        } => {
+            let demand = restreamer_operator::plan::Demand {
+                viewers,
+                bitrate,
+                streams,
+                cores_per_pod,
+                node_gbps,
+                gbps_per_core,
+            };
+            print!(
+                "{}",
+                restreamer_operator::plan::plan(&demand).report(&demand)
+            );
             Ok(())
         }
         Command::Run {
