@@ -72,6 +72,9 @@ pub struct Config {
     /// Beyond the original: seconds that stream clients keep being served
     /// after SIGTERM, while readiness reports not ready.
     pub draintime: u64,
+    /// Beyond the original: seconds a client has to send its request
+    /// headers before it is disconnected (slow clients hold sockets).
+    pub headertimeout: u64,
     /// Beyond the original: a JSON file of more users, in the `userlist`
     /// format (e.g. a mounted Kubernetes Secret), so that passwords need not
     /// be in the config itself. A relative path is relative to the config.
@@ -99,6 +102,7 @@ impl Default for Config {
             flushms: 10,
             adminlisten: String::new(),
             draintime: 0,
+            headertimeout: 10,
             userfile: String::new(),
         }
     }
@@ -348,6 +352,9 @@ impl Config {
         }
         if self.outputbuffer == 0 {
             error("outputbuffer".into(), "must be at least 1 packet".into());
+        }
+        if self.headertimeout == 0 {
+            error("headertimeout".into(), "must be at least 1 second".into());
         }
         if self.maxconnections > 0 && self.fullconnections > self.maxconnections {
             error(

@@ -38,9 +38,6 @@ use crate::proxy::{Proxy, Stream, Target};
 
 pub type Body = BoxBody<Bytes, Infallible>;
 
-/// How long a client may take to send its request headers.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// What a listener serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Listener {
@@ -67,6 +64,7 @@ pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, role: Listener) {
             }
         };
         let _ = socket.set_nodelay(true);
+        let header_timeout = Duration::from_secs(proxy.current().config.headertimeout);
         let proxy = Arc::clone(&proxy);
         tokio::spawn(async move {
             let service = service_fn(move |request| {
@@ -77,7 +75,7 @@ pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, role: Listener) {
             builder
                 .http1()
                 .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT);
+                .header_read_timeout(header_timeout);
             if let Err(error) = builder
                 .serve_connection(TokioIo::new(socket), service)
                 .await

@@ -1,0 +1,188 @@
+//! Hostile and broken clients: oversized headers, slowloris, garbage,
+//! path tricks, a connect storm far over the hard limit. In each case the
+//! proxy answers (or cuts off) the offender and keeps serving everyone else.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+fn config(upstream: &TcpUpstream) -> serde_json::Value {
+    json!({
+        "reconnect": 1,
+        "headertimeout": 1,
+        "userlist": {"admin": {"password": "secret"}},
+        "resources": [
+            {"type": "stream", "serve": "/stream", "remote": upstream.url()},
+            {"type": "api", "serve": "/health", "api": "health"},
+            {"type": "api", "serve": "/control", "api": "control", "remote": "/stream",
+             "authentication": {"type": "basic", "realm": "ctl", "users": ["admin"]}}
+        ]
+    })
+}
+
+/// Sends raw bytes and returns the status code answered, if any (None:
+/// the connection was closed without an answer).
+async fn raw(proxy: &Proxy, request: &[u8]) -> Option<u16> {
+    let mut socket = TcpStream::connect(&proxy.address).await.unwrap();
+    let _ = socket.write_all(request).await;
+    let mut answer = vec![0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(5), socket.read(&mut answer))
+        .await
+        .expect("no answer and no close within 5 s")
+        .unwrap_or(0);
+    let text = String::from_utf8_lossy(&answer[..n]);
+    text.split(' ').nth(1).and_then(|code| code.parse().ok())
+}
+
+async fn still_serving(proxy: &Proxy) {
+    let mut viewer = Client::get(&proxy.url("/stream")).await;
+    assert_eq!(viewer.status, 200);
+    assert!(!viewer.read_for(Duration::from_millis(300)).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_headers_and_garbage_are_refused() {
+    let upstream = TcpUpstream::start(0x100, 1000).await;
+    let proxy = Proxy::start(config(&upstream));
+    proxy.wait_for_event("upstream-connect", 1).await;
+
+    let huge = format!(
+        "GET /stream HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(1 << 20)
+    );
+    let status = raw(&proxy, huge.as_bytes()).await;
+    assert!(
+        matches!(status, None | Some(431) | Some(400)),
+        "got {status:?}"
+    );
+
+    let status = raw(&proxy, b"\x00\x01\x02 garbage \xff\r\n\r\n").await;
+    assert!(matches!(status, None | Some(400)), "got {status:?}");
+    assert_eq!(
+        raw(&proxy, b"BREW /stream HTTP/1.1\r\nHost: x\r\n\r\n").await,
+        Some(405)
+    );
+    assert_eq!(
+        raw(&proxy, b"DELETE /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .map(|s| s < 500),
+        Some(true)
+    );
+    still_serving(&proxy).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn path_tricks_reach_nothing_they_should_not() {
+    let upstream = TcpUpstream::start(0x100, 1000).await;
+    let proxy = Proxy::start(config(&upstream));
+    proxy.wait_for_event("upstream-connect", 1).await;
+    let long = format!("/{}", "a".repeat(60_000));
+    for path in [
+        "/stream/../stream",
+        "/./stream",
+        "//stream",
+        "/%73tream",
+        "/stream%2f..%2fhealth",
+        "/control/../control",
+        "/health/",
+        long.as_str(),
+    ] {
+        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+        let status = raw(&proxy, request.as_bytes()).await;
+        assert!(
+            matches!(status, None | Some(404) | Some(414) | Some(431) | Some(400)),
+            "{path}: {status:?}"
+        );
+    }
+    // The control API stays closed without credentials, whatever the path.
+    assert_eq!(
+        raw(&proxy, b"GET /control?offline HTTP/1.1\r\nHost: x\r\n\r\n").await,
+        Some(401)
+    );
+    still_serving(&proxy).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slowloris_clients_are_cut_off_at_the_header_timeout() {
+    let upstream = TcpUpstream::start(0x100, 1000).await;
+    let proxy = Proxy::start(config(&upstream));
+    proxy.wait_for_event("upstream-connect", 1).await;
+
+    // 100 clients that send a header line and then nothing more.
+    let mut slow = Vec::new();
+    for _ in 0..100 {
+        let mut socket = TcpStream::connect(&proxy.address).await.unwrap();
+        socket
+            .write_all(b"GET /stream HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+        slow.push(socket);
+    }
+    still_serving(&proxy).await;
+    let started = Instant::now();
+    for socket in &mut slow {
+        let mut buf = [0u8; 256];
+        // The proxy closes (or answers 408) after `headertimeout` (1 s).
+        let n = tokio::time::timeout(Duration::from_secs(5), socket.read(&mut buf))
+            .await
+            .expect("a slow client was not cut off")
+            .unwrap_or(0);
+        let text = String::from_utf8_lossy(&buf[..n]);
+        assert!(n == 0 || text.contains(" 408 "), "{text}");
+    }
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connect_storm_far_over_the_hard_limit_holds_it_exactly() {
+    raise_file_limit();
+    let upstream = TcpUpstream::start(0x100, 200).await;
+    let mut config = config(&upstream);
+    config["maxconnections"] = json!(100);
+    let proxy = Proxy::start(config);
+    proxy.wait_for_event("upstream-connect", 1).await;
+
+    let url = proxy.url("/stream");
+    let storm: Vec<_> = (0..1000)
+        .map(|_| {
+            tokio::spawn({
+                let url = url.clone();
+                async move { Client::get(&url).await }
+            })
+        })
+        .collect();
+    let mut clients = Vec::new();
+    for task in storm {
+        clients.push(task.await.unwrap());
+    }
+    let accepted = clients.iter().filter(|c| c.status == 200).count();
+    let refused = clients.iter().filter(|c| c.status == 404).count();
+    assert_eq!((accepted, refused), (100, 900));
+
+    // The health API still answers, with the exact count.
+    let mut health = Client::get(&proxy.url("/health")).await;
+    let health: serde_json::Value = serde_json::from_str(&health.text().await).unwrap();
+    assert_eq!(health["viewer"], 100);
+    drop(clients);
+}
+
+/// A thousand clients and the proxy's sockets need more than 1,024
+/// descriptors.
+fn raise_file_limit() {
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
+    unsafe {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
