@@ -119,7 +119,25 @@ async fn the_bundled_example_plays_a_decodable_live_channel() {
     let mut client = Client::get(&proxy.url("/live/sample.ts")).await;
     assert_eq!(client.status, 200);
     let started = std::time::Instant::now();
-    let body = client.read_for(Duration::from_secs(3)).await;
+    // Read for 3 s, noting the longest silence: a paced channel trickles,
+    // it does not arrive in bursts.
+    let mut body = Vec::new();
+    let mut last = started;
+    let mut longest_gap = Duration::ZERO;
+    while started.elapsed() < Duration::from_secs(3) {
+        let piece = tokio::time::timeout(Duration::from_secs(2), client.next_body())
+            .await
+            .expect("the live channel went silent")
+            .expect("the live channel ended");
+        longest_gap = longest_gap.max(last.elapsed());
+        last = std::time::Instant::now();
+        body.extend_from_slice(&piece);
+    }
+    assert!(
+        longest_gap < Duration::from_millis(300),
+        "bursty pacing: a {longest_gap:?} silence"
+    );
+    body.truncate(body.len() / PACKET * PACKET);
     // Paced in real time: about 3 s of a 1.2 Mbit/s stream, not the whole file at once.
     let seconds = started.elapsed().as_secs_f64();
     let bitrate = body.len() as f64 * 8.0 / seconds;

@@ -170,13 +170,13 @@ pub async fn pump(
 ) -> SourceError {
     let mut aligner = Aligner::new();
     let mut pacer = upstream.realtime().then(Pacer::new);
-    // Paced reads are small, so that pacing is smooth.
+    // Paced reads (files only) are small, so that pacing is smooth; other
+    // reads take what there is, and a whole datagram of up to `mru` bytes.
     let read_size = if pacer.is_some() {
         7 * PACKET_SIZE
     } else {
-        64 * 1024
+        settings.mru.max(64 * 1024)
     };
-    let read_size = read_size.max(settings.mru);
     let mut batch = Vec::new();
     // When the oldest unpublished packet must go out at the latest.
     let mut flush_deadline: Option<Instant> = None;
