@@ -6,8 +6,11 @@
 
 mod baseline;
 mod load;
+mod process;
 mod run;
+mod soak;
 mod source;
+mod storm;
 mod ts;
 
 use std::path::PathBuf;
@@ -80,6 +83,42 @@ enum Commands {
         #[arg(long)]
         smoke: bool,
     },
+    /// Soak: a few hundred clients coming and going for a long time; reports
+    /// the proxy's memory, descriptors and threads over the run.
+    Soak {
+        #[arg(long, default_value_t = 300)]
+        clients: usize,
+        /// Minutes (default 10; 60 for the documented long run).
+        #[arg(long, default_value_t = 10.0)]
+        minutes: f64,
+        #[arg(long, default_value_t = 2_000_000)]
+        bitrate: u64,
+        /// Longest life of a client, seconds.
+        #[arg(long, default_value_t = 30.0)]
+        max_life: f64,
+        #[arg(long, default_value = "target/release/restreamer")]
+        restreamer: PathBuf,
+    },
+    /// Connect storm: many more connects than the hard limit within about a
+    /// second, while the health API is timed.
+    Storm {
+        /// Viewers connected before the storm.
+        #[arg(long, default_value_t = 400)]
+        viewers: usize,
+        /// Connects in the storm.
+        #[arg(long, default_value_t = 5000)]
+        connects: usize,
+        /// Seconds over which the storm's connects are spread.
+        #[arg(long, default_value_t = 1.0)]
+        over: f64,
+        /// The proxy's maxconnections.
+        #[arg(long, default_value_t = 500)]
+        hard_limit: usize,
+        #[arg(long, default_value_t = 2_000_000)]
+        bitrate: u64,
+        #[arg(long, default_value = "target/release/restreamer")]
+        restreamer: PathBuf,
+    },
     /// The minimal baseline server (started by `run`).
     Baseline {
         #[arg(long)]
@@ -95,6 +134,42 @@ enum Commands {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
+        Commands::Soak {
+            clients,
+            minutes,
+            bitrate,
+            max_life,
+            restreamer,
+        } => {
+            let soak = soak::Soak {
+                restreamer,
+                clients,
+                duration: Duration::from_secs_f64(minutes * 60.0),
+                bitrate,
+                max_life: Duration::from_secs_f64(max_life),
+            };
+            let (report, problems) = runtime()?.block_on(soak::run(&soak))?;
+            verdict(&report, &problems)
+        }
+        Commands::Storm {
+            viewers,
+            connects,
+            over,
+            hard_limit,
+            bitrate,
+            restreamer,
+        } => {
+            let storm = storm::Storm {
+                restreamer,
+                viewers,
+                connects,
+                over: Duration::from_secs_f64(over),
+                hard_limit,
+                bitrate,
+            };
+            let (report, problems) = runtime()?.block_on(storm::run(&storm))?;
+            verdict(&report, &problems)
+        }
         Commands::Baseline {
             listen,
             source,
@@ -147,11 +222,7 @@ fn main() -> anyhow::Result<()> {
                     settings.systems.retain(|s| s != "icecast");
                 }
             }
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()?;
-            let results = runtime.block_on(run::run(&settings))?;
+            let results = runtime()?.block_on(run::run(&settings))?;
             if let Some(path) = json {
                 std::fs::write(path, serde_json::to_string_pretty(&results)?)?;
             }
@@ -170,6 +241,22 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Prints a report, and fails with its problems if it has any.
+fn verdict(report: &str, problems: &[String]) -> anyhow::Result<()> {
+    print!("{report}");
+    anyhow::ensure!(problems.is_empty(), "{}", problems.join("; "));
+    Ok(())
+}
+
+/// The load generator's runtime: two workers, as many as the machine the
+/// figures in BENCHMARKS.md come from has cores.
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
 }
 
 fn which(program: &str) -> Option<PathBuf> {

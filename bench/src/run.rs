@@ -349,7 +349,7 @@ async fn wait_for_port(address: &str) -> anyhow::Result<()> {
 }
 
 /// Waits until the stream answers 200 (its upstream is connected).
-async fn wait_for_stream(address: &str, path: &str) -> anyhow::Result<()> {
+pub async fn wait_for_stream(address: &str, path: &str) -> anyhow::Result<()> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     for _ in 0..200 {
         if let Ok(mut socket) = tokio::net::TcpStream::connect(address).await {
@@ -370,13 +370,13 @@ async fn wait_for_stream(address: &str, path: &str) -> anyhow::Result<()> {
     anyhow::bail!("{address}{path} never served the stream")
 }
 
-fn free_port() -> anyhow::Result<u16> {
+pub fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
 }
 
-fn tempdir() -> anyhow::Result<PathBuf> {
+pub fn tempdir() -> anyhow::Result<PathBuf> {
     let dir = std::env::temp_dir().join(format!(
         "restreamer-bench-{}-{}",
         std::process::id(),

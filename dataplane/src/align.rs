@@ -131,14 +131,6 @@ impl Aligner {
             self.aligned = 0;
         }
     }
-
-    /// Forgets everything buffered: the next read starts a new stream.
-    pub fn reset(&mut self) {
-        self.buf.clear();
-        self.aligned = 0;
-        self.ready.clear();
-        self.ready_packets = 0;
-    }
 }
 
 #[cfg(test)]

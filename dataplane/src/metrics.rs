@@ -158,6 +158,7 @@ pub struct Metrics {
     pub config_reloads: IntCounter,
     pub config_reload_failures: IntCounter,
     config_info: IntGaugeVec,
+    tasks: IntGauge,
     legacy: LegacyMetrics,
 }
 
@@ -265,6 +266,10 @@ impl Metrics {
                 )
                 .unwrap(),
             ),
+            tasks: gauge(
+                "restreamer_tasks",
+                "Tokio tasks alive: about one per client, source and connection; growth with a steady load is a leak.",
+            ),
             legacy: LegacyMetrics {
                 source_connected: stream_gauge("streaming_source_connected", "Upstream connected (original name)."),
                 packets_received: stream_counter("streaming_packets_received", "Packets received (original name)."),
@@ -299,6 +304,9 @@ impl Metrics {
         self.full.set(limits.is_full() as i64);
         self.config_info.reset();
         self.config_info.with_label_values(&[config_hash]).set(1);
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            self.tasks.set(runtime.metrics().num_alive_tasks() as i64);
+        }
 
         // Refilled from the hubs' counters on every scrape, so that removed
         // streams disappear and the values are exactly the hubs' own.

@@ -221,6 +221,8 @@ async fn prometheus_metrics_parse_and_carry_ours_and_the_originals() {
         0.0
     );
     assert_eq!(value("restreamer_config_reloads_total"), 0.0);
+    // At least the viewer's connection and the stream's source.
+    assert!(value("restreamer_tasks") >= 2.0);
     assert!(samples
         .iter()
         .any(|(name, v)| name.starts_with("restreamer_config_info{hash=") && *v == 1.0));

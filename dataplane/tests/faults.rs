@@ -147,6 +147,7 @@ async fn ten_thousand_clients_coming_and_going_leak_nothing() {
     drop(Client::get(&proxy.url("/stream")).await);
     tokio::time::sleep(Duration::from_millis(200)).await;
     let before = descriptors();
+    let tasks_before = tasks(&proxy).await;
 
     let url = proxy.url("/stream");
     for _ in 0..50 {
@@ -169,6 +170,8 @@ async fn ten_thousand_clients_coming_and_going_leak_nothing() {
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
 
+    // Counted before the health request, whose connection is a task too.
+    let tasks_after = tasks(&proxy).await;
     let mut health = Client::get(&proxy.url("/health")).await;
     let health: serde_json::Value = serde_json::from_str(&health.text().await).unwrap();
     assert_eq!(health["viewer"], 0, "clients still counted after leaving");
@@ -177,5 +180,19 @@ async fn ten_thousand_clients_coming_and_going_leak_nothing() {
         after <= before + 5,
         "descriptors grew from {before} to {after}"
     );
+    assert!(
+        tasks_after <= tasks_before,
+        "tokio tasks grew from {tasks_before} to {tasks_after}"
+    );
     assert_eq!(proxy.events("client-stopped").len(), 10_001);
+}
+
+/// The proxy's own count of live tokio tasks, from its metrics.
+async fn tasks(proxy: &Proxy) -> u64 {
+    let text = Client::get(&proxy.url("/metrics")).await.text().await;
+    text.lines()
+        .find_map(|line| line.strip_prefix("restreamer_tasks "))
+        .unwrap_or_else(|| panic!("no restreamer_tasks in\n{text}"))
+        .parse()
+        .unwrap()
 }
