@@ -164,22 +164,22 @@ pub struct Resource {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub api: Option<ApiKind>,
     /// For `type: static` with a remote URL: seconds to cache the body.
-    #[serde(skip_serializing_if = "is_zero")]
+    #[serde(skip_serializing_if = "is_default")]
     pub cache: u64,
     /// Network interface to join multicast groups on.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub clientinterface: String,
     /// Largest datagram expected from a datagram upstream, in bytes.
-    #[serde(skip_serializing_if = "is_zero")]
+    #[serde(skip_serializing_if = "is_default")]
     pub mru: usize,
     /// A file sent to every new client before the live packets.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub preamble: String,
-    #[serde(skip_serializing_if = "Authentication::is_none")]
+    #[serde(skip_serializing_if = "is_default")]
     pub authentication: Authentication,
 }
 
-fn is_zero<T: Default + PartialEq>(value: &T) -> bool {
+fn is_default<T: Default + PartialEq>(value: &T) -> bool {
     *value == T::default()
 }
 
@@ -232,7 +232,7 @@ pub struct Notification {
     #[serde(rename = "type")]
     pub kind: String,
     pub url: String,
-    #[serde(skip_serializing_if = "Authentication::is_none")]
+    #[serde(skip_serializing_if = "is_default")]
     pub authentication: Authentication,
 }
 
@@ -440,17 +440,8 @@ impl Config {
 
         for (i, notification) in self.notifications.iter().enumerate() {
             let at = |key: &str| format!("notifications[{i}].{key}");
-            if !matches!(
-                notification.event.as_str(),
-                "limit_hit" | "limit_miss" | "heartbeat"
-            ) {
-                error(
-                    at("event"),
-                    format!(
-                        "unknown event {:?}, expected limit_hit, limit_miss or heartbeat",
-                        notification.event
-                    ),
-                );
+            if let Err(message) = check_notification_event(&notification.event) {
+                error(at("event"), message);
             }
             if notification.kind != "url" {
                 error(
@@ -458,13 +449,8 @@ impl Config {
                     format!("unknown type {:?}, expected url", notification.kind),
                 );
             }
-            match url::Url::parse(&notification.url) {
-                Ok(url) if matches!(url.scheme(), "http" | "https") => {}
-                Ok(url) => error(at("url"), format!("unsupported scheme {:?}", url.scheme())),
-                Err(e) => error(
-                    at("url"),
-                    format!("invalid URL {:?}: {e}", notification.url),
-                ),
+            if let Err(message) = check_notification_url(&notification.url) {
+                error(at("url"), message);
             }
             self.validate_authentication(
                 &notification.authentication,
@@ -478,6 +464,31 @@ impl Config {
         } else {
             Err(ConfigErrors(errors))
         }
+    }
+
+    /// Settings that load but probably do not do what their author meant:
+    /// logged when the config is applied, printed by `--check`.
+    pub fn warnings(&self) -> Vec<ConfigError> {
+        let resources = self
+            .resources
+            .iter()
+            .enumerate()
+            .map(|(i, resource)| (format!("resources[{i}]"), &resource.authentication));
+        let notifications = self
+            .notifications
+            .iter()
+            .enumerate()
+            .map(|(i, notification)| (format!("notifications[{i}]"), &notification.authentication));
+        resources
+            .chain(notifications)
+            .filter(|(_, auth)| auth.is_none() && (!auth.user.is_empty() || !auth.users.is_empty()))
+            .map(|(at, _)| ConfigError {
+                path: format!("{at}.authentication.type"),
+                message: "users are named but the type is empty, so no credentials are asked for \
+                          or sent; set it to basic or bearer"
+                    .into(),
+            })
+            .collect()
     }
 
     fn validate_authentication(
@@ -536,6 +547,25 @@ fn strip_comments(value: &mut serde_json::Value) {
     }
 }
 
+/// A notification's `event`: one the data plane sends.
+pub fn check_notification_event(event: &str) -> Result<(), String> {
+    match event {
+        "limit_hit" | "limit_miss" | "heartbeat" => Ok(()),
+        other => Err(format!(
+            "unknown event {other:?}, expected limit_hit, limit_miss or heartbeat"
+        )),
+    }
+}
+
+/// A notification's `url`: http or https.
+pub fn check_notification_url(text: &str) -> Result<(), String> {
+    match url::Url::parse(text) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") => Ok(()),
+        Ok(url) => Err(format!("unsupported scheme {:?}", url.scheme())),
+        Err(e) => Err(format!("invalid URL {text:?}: {e}")),
+    }
+}
+
 /// Splits a listen address into host and port, resolving the service names
 /// that Go accepts for web servers. An empty host means every interface.
 pub fn parse_listen(listen: &str) -> Result<(String, u16), String> {
@@ -583,6 +613,38 @@ mod tests {
         .unwrap();
         assert_eq!(config.listen, ":8000");
         assert_eq!(config.resources.len(), 1);
+    }
+
+    /// Found by the `config` fuzz target: users without a type were dropped
+    /// on the way back, so the operator's rendering could lose settings.
+    #[test]
+    fn a_config_comes_back_unchanged_through_serialisation() {
+        let documented = include_str!("../tests/fixtures/documented.json");
+        let users_without_type = r#"{"userlist": {"op": {"password": "x"}},
+            "resources": [{"type": "api", "serve": "/statistics", "api": "statistics",
+                           "authentication": {"users": ["op"]}}]}"#;
+        for text in [documented, users_without_type] {
+            let config = Config::parse(text).unwrap();
+            let written = serde_json::to_string(&config).unwrap();
+            assert_eq!(Config::parse(&written).unwrap(), config, "{written}");
+        }
+    }
+
+    #[test]
+    fn users_without_an_authentication_type_are_warned_about() {
+        let config = Config::parse(
+            r#"{"userlist": {"op": {"password": "x"}},
+                "resources": [{"type": "api", "serve": "/statistics", "api": "statistics",
+                               "authentication": {"users": ["op"]}},
+                              {"type": "api", "serve": "/health", "api": "health",
+                               "authentication": {"type": "basic", "users": ["op"]}}]}"#,
+        )
+        .unwrap();
+        let warnings = config.warnings();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert_eq!(warnings[0].path, "resources[0].authentication.type");
+        assert!(warnings[0].message.contains("no credentials are asked for"));
+        assert!(Config::parse("{}").unwrap().warnings().is_empty());
     }
 
     #[test]

@@ -35,6 +35,9 @@ fn main() -> ExitCode {
         }
     };
     if cli.check {
+        for warning in config.warnings() {
+            eprintln!("{}: warning: {warning}", cli.config.display());
+        }
         println!("{}: ok", cli.config.display());
         return ExitCode::SUCCESS;
     }

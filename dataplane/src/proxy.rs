@@ -198,6 +198,9 @@ impl Proxy {
     /// stopped or started as their definitions say (see the module docs).
     pub fn apply(&self, config: Config) {
         let _one_at_a_time = self.apply_lock.lock().unwrap();
+        for warning in config.warnings() {
+            warn!(event = "config-warning", key = %warning.path, warning = %warning.message, "configuration warning");
+        }
         let old = self.current();
         let config = Arc::new(config);
 

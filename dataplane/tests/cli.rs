@@ -94,6 +94,22 @@ fn check_rejects_each_kind_of_bad_config_naming_the_key() {
 }
 
 #[test]
+fn check_warns_about_users_that_nobody_is_asked_for() {
+    let (ok, stderr) = check_text(
+        r#"{"userlist": {"op": {"password": "x"}},
+            "resources": [{"type": "api", "serve": "/statistics", "api": "statistics",
+                           "authentication": {"users": ["op"]}}]}"#,
+    );
+    assert!(ok, "{stderr}");
+    assert!(
+        stderr.contains(
+            "warning: resources[0].authentication.type: users are named but the type is empty"
+        ),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn check_reports_a_missing_file() {
     let output = check(Path::new("/nonexistent/restreamer.json"));
     assert!(!output.status.success());

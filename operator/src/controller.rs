@@ -551,7 +551,7 @@ mod tests {
         assert_eq!(event.body["type"], "Warning");
         let note = event.body["note"].as_str().unwrap();
         assert!(
-            note.contains("resources[0].remote: unsupported scheme \"rtmp\""),
+            note.contains("spec.streams[0].upstreams[0]: unsupported scheme \"rtmp\""),
             "{note}"
         );
 
@@ -574,7 +574,13 @@ mod tests {
 
         // Nothing else is applied, and there is no point retrying before a change.
         assert_eq!(reconciler.await.unwrap().unwrap(), Action::await_change());
-        assert_eq!(ctx.metrics.failures.with_label_values(&["render"]).get(), 1);
+        assert_eq!(
+            ctx.metrics
+                .failures
+                .with_label_values(&["invalid_spec"])
+                .get(),
+            1
+        );
     }
 
     #[tokio::test]

@@ -234,6 +234,15 @@ fn yes() -> bool {
     true
 }
 
+/// Where the APIs are served. Stream paths may not take these, whether or
+/// not the API is enabled, so that enabling one later breaks nothing.
+pub const HEALTH_PATH: &str = "/health";
+pub const STATISTICS_PATH: &str = "/statistics";
+/// Followed by a stream's name.
+pub const CHECK_PREFIX: &str = "/check/";
+/// Followed by a stream's name.
+pub const CONTROL_PREFIX: &str = "/control/";
+
 impl Default for Apis {
     fn default() -> Self {
         Apis {
@@ -438,6 +447,17 @@ impl RestreamSpec {
                     stream.path
                 ));
             }
+            if stream.path == HEALTH_PATH
+                || stream.path == STATISTICS_PATH
+                || stream.path.starts_with(CHECK_PREFIX)
+                || stream.path.starts_with(CONTROL_PREFIX)
+            {
+                problems.push(format!(
+                    "spec.streams[{i}].path: {:?} is where an API is served \
+                     ({HEALTH_PATH}, {STATISTICS_PATH}, {CHECK_PREFIX}..., {CONTROL_PREFIX}...)",
+                    stream.path
+                ));
+            }
             if !paths.insert(&stream.path) {
                 problems.push(format!(
                     "spec.streams[{i}].path: {:?} is used twice",
@@ -448,6 +468,30 @@ impl RestreamSpec {
                 problems.push(format!(
                     "spec.streams[{i}].upstreams: at least one upstream is needed"
                 ));
+            }
+            // The data plane's own URL parser: what it would refuse at
+            // load is refused here, naming the Restream's field.
+            for (j, url) in stream.upstreams.iter().enumerate() {
+                if let Err(message) = restreamer::source::Upstream::parse(url) {
+                    problems.push(format!("spec.streams[{i}].upstreams[{j}]: {message}"));
+                }
+            }
+        }
+        for (i, notification) in self.notifications.iter().enumerate() {
+            use restreamer::config::{check_notification_event, check_notification_url};
+            if let Err(message) = check_notification_event(&notification.event) {
+                problems.push(format!("spec.notifications[{i}].event: {message}"));
+            }
+            if let Err(message) = check_notification_url(&notification.url) {
+                problems.push(format!("spec.notifications[{i}].url: {message}"));
+            }
+        }
+        for (field, packets) in [
+            ("inputPackets", self.buffers.input_packets),
+            ("outputPackets", self.buffers.output_packets),
+        ] {
+            if packets == 0 {
+                problems.push(format!("spec.buffers.{field}: must be at least 1 packet"));
             }
         }
         if self.limits.max_connections > 0
@@ -535,8 +579,16 @@ pub fn crd() -> CustomResourceDefinition {
     stream["properties"]["path"]["pattern"] = "^/".into();
     stream["properties"]["name"]["pattern"] = "^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$".into();
     stream["properties"]["upstreams"]["minItems"] = 1.into();
+    stream["properties"]["upstreams"]["items"]["pattern"] =
+        "^(file|http|https|tcp|udp|unix|unixgram|unixpacket|fork):".into();
+    for field in ["inputPackets", "outputPackets"] {
+        spec["properties"]["buffers"]["properties"][field]["minimum"] = 1.into();
+    }
     spec["properties"]["scaling"]["properties"]["minReplicas"]["minimum"] = 1.into();
     spec["properties"]["tiers"]["properties"]["origins"]["minimum"] = 1.into();
+    let notification = &mut spec["properties"]["notifications"]["items"]["properties"];
+    notification["event"]["enum"] = serde_json::json!(["limit_hit", "limit_miss", "heartbeat"]);
+    notification["url"]["pattern"] = "^https?://".into();
     spec["properties"]["service"]["properties"]["type"]["enum"] =
         serde_json::json!(["ClusterIP", "NodePort", "LoadBalancer"]);
     *schema = serde_json::from_value(json).expect("the schema stays valid");

@@ -41,7 +41,7 @@ use restreamer::config::{
     ResourceType, User,
 };
 
-use crate::crd::Restream;
+use crate::crd::{Restream, CHECK_PREFIX, CONTROL_PREFIX, HEALTH_PATH, STATISTICS_PATH};
 
 /// Port of the streams and APIs in the pods.
 pub const HTTP_PORT: i32 = 8080;
@@ -410,7 +410,7 @@ fn config_with(
     if spec.apis.health {
         resources.push(api(
             ApiKind::Health,
-            "/health".into(),
+            HEALTH_PATH.into(),
             String::new(),
             Authentication::default(),
         ));
@@ -418,14 +418,14 @@ fn config_with(
     if spec.apis.statistics {
         resources.push(api(
             ApiKind::Statistics,
-            "/statistics".into(),
+            STATISTICS_PATH.into(),
             String::new(),
             api_auth.clone(),
         ));
     }
     for stream in &spec.streams {
         if spec.apis.check {
-            let serve = format!("/check/{}", stream.name);
+            let serve = format!("{CHECK_PREFIX}{}", stream.name);
             resources.push(api(
                 ApiKind::Check,
                 serve,
@@ -434,7 +434,7 @@ fn config_with(
             ));
         }
         if spec.apis.control {
-            let serve = format!("/control/{}", stream.name);
+            let serve = format!("{CONTROL_PREFIX}{}", stream.name);
             resources.push(api(
                 ApiKind::Control,
                 serve,
@@ -1065,13 +1065,15 @@ mod tests {
             .contains("not basic or bearer"));
     }
 
+    /// Found by the `render` fuzz target: these passed the spec's checks
+    /// and failed only on the rendered config, named by its keys.
     #[test]
-    fn a_config_the_data_plane_would_refuse_is_not_rendered() {
+    fn a_spec_the_data_plane_would_refuse_is_not_rendered_naming_its_field() {
         let mut restream = minimal();
         restream.spec.streams[0].upstreams = vec!["rtmp://encoder/live".into()];
         let error = render(&restream, "img:1").unwrap_err().to_string();
         assert!(
-            error.contains("resources[0].remote: unsupported scheme \"rtmp\""),
+            error.contains("spec.streams[0].upstreams[0]: unsupported scheme \"rtmp\""),
             "{error}"
         );
         let mut restream = minimal();
@@ -1079,7 +1081,22 @@ mod tests {
         assert!(render(&restream, "img:1")
             .unwrap_err()
             .to_string()
-            .contains("outputbuffer: must be at least 1 packet"));
+            .contains("spec.buffers.outputPackets: must be at least 1 packet"));
+        let mut restream = minimal();
+        restream.spec.notifications = vec![crate::crd::NotificationSpec {
+            event: "limit_hit".into(),
+            url: "hptt://balancer/full".into(),
+        }];
+        assert!(render(&restream, "img:1")
+            .unwrap_err()
+            .to_string()
+            .contains("spec.notifications[0].url: unsupported scheme \"hptt\""));
+        let mut restream = minimal();
+        restream.spec.streams[0].path = "/check/news".into();
+        assert!(render(&restream, "img:1")
+            .unwrap_err()
+            .to_string()
+            .contains("spec.streams[0].path: \"/check/news\" is where an API is served"));
     }
 
     #[test]
