@@ -67,6 +67,17 @@ pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, role: Listener) {
         let header_timeout = Duration::from_secs(proxy.current().config.headertimeout);
         let proxy = Arc::clone(&proxy);
         tokio::spawn(async move {
+            // hyper's header timer starts only once it knows the protocol,
+            // which it learns from the first bytes: a client that connects
+            // and says nothing would hold its socket forever.
+            let mut first = [0u8; 1];
+            if !matches!(
+                tokio::time::timeout(header_timeout, socket.peek(&mut first)).await,
+                Ok(Ok(1))
+            ) {
+                debug!(event = "connection-silent", client = %peer, "closed: nothing sent within headertimeout");
+                return;
+            }
             let service = service_fn(move |request| {
                 let proxy = Arc::clone(&proxy);
                 async move { Ok::<_, Infallible>(handle(&proxy, request, peer, role).await) }

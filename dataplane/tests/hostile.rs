@@ -186,3 +186,40 @@ fn raise_file_limit() {
         }
     }
 }
+
+/// A keep-alive client that got its answer and then sits idle is closed
+/// after `headertimeout` too (hyper starts the header timer again while it
+/// waits for the next request), as is one that connects and says nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_keep_alive_and_silent_connections_are_closed() {
+    let upstream = TcpUpstream::start(0x100, 1000).await;
+    let proxy = Proxy::start(config(&upstream));
+    proxy.wait_for_event("upstream-connect", 1).await;
+
+    let mut idle = TcpStream::connect(&proxy.address).await.unwrap();
+    idle.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = vec![0u8; 4096];
+    let n = idle.read(&mut answer).await.unwrap();
+    assert!(String::from_utf8_lossy(&answer[..n]).starts_with("HTTP/1.1 200"));
+    let silent = TcpStream::connect(&proxy.address).await.unwrap();
+
+    for (name, mut socket) in [("idle keep-alive", idle), ("silent", silent)] {
+        let closed = tokio::time::timeout(Duration::from_secs(5), async {
+            let mut buf = [0u8; 256];
+            loop {
+                match socket.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    // A 408 before closing is fine.
+                    Ok(_) => continue,
+                }
+            }
+        })
+        .await;
+        assert!(
+            closed.is_ok(),
+            "the {name} connection was still open after 5 s"
+        );
+    }
+}
