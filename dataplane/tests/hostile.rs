@@ -223,3 +223,32 @@ async fn idle_keep_alive_and_silent_connections_are_closed() {
         );
     }
 }
+
+/// No request makes the proxy connect anywhere its config does not name:
+/// a URL in absolute form, in the Host header, in a query or via CONNECT
+/// is routed by its path only, and nothing reaches the canary listener.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_request_makes_the_proxy_fetch_an_unconfigured_url() {
+    let upstream = TcpUpstream::start(0x100, 1000).await;
+    let canary = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let target = canary.local_addr().unwrap();
+    let proxy = Proxy::start(config(&upstream));
+    proxy.wait_for_event("upstream-connect", 1).await;
+
+    let requests = [
+        format!("GET http://{target}/ HTTP/1.1\r\nHost: {target}\r\n\r\n"),
+        format!("GET http://{target}/stream HTTP/1.1\r\nHost: x\r\n\r\n"),
+        format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n"),
+        format!("GET /health?url=http://{target}/ HTTP/1.1\r\nHost: x\r\n\r\n"),
+        format!("GET /?remote=tcp://{target} HTTP/1.1\r\nHost: {target}\r\n\r\n"),
+    ];
+    for request in &requests {
+        let status = raw(&proxy, request.as_bytes()).await;
+        assert!(
+            matches!(status, None | Some(200) | Some(400) | Some(404) | Some(405)),
+            "{request:?}: {status:?}"
+        );
+    }
+    let reached = tokio::time::timeout(Duration::from_secs(1), canary.accept()).await;
+    assert!(reached.is_err(), "the proxy connected to {target}");
+}
