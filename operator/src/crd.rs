@@ -79,7 +79,8 @@ pub struct RestreamSpec {
 #[serde(rename_all = "camelCase")]
 pub struct Tiers {
     /// Origin pods (a StatefulSet); each pulls every channel once. Two or
-    /// more, so that edges can fail over.
+    /// more, so that edges can fail over; at most 32 (every edge lists
+    /// every origin as an upstream of every channel).
     #[serde(default = "two")]
     pub origins: i32,
     /// CPU and memory of the origin pods.
@@ -90,6 +91,10 @@ pub struct Tiers {
 fn two() -> i32 {
     2
 }
+
+/// The most origins a Restream may have: every edge's config lists each
+/// origin for each channel, and a ConfigMap holds at most 1 MiB.
+pub const MAX_ORIGINS: i32 = 32;
 
 /// One channel.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
@@ -441,11 +446,8 @@ impl RestreamSpec {
                     stream.name
                 ));
             }
-            if !stream.path.starts_with('/') {
-                problems.push(format!(
-                    "spec.streams[{i}].path: {:?} must start with /",
-                    stream.path
-                ));
+            if let Err(message) = restreamer::config::check_serve_path(&stream.path) {
+                problems.push(format!("spec.streams[{i}].path: {message}"));
             }
             if stream.path == HEALTH_PATH
                 || stream.path == STATISTICS_PATH
@@ -509,9 +511,9 @@ impl RestreamSpec {
             ));
         }
         if let Some(tiers) = &self.tiers {
-            if tiers.origins < 1 {
+            if !(1..=MAX_ORIGINS).contains(&tiers.origins) {
                 problems.push(format!(
-                    "spec.tiers.origins: {} must be at least 1",
+                    "spec.tiers.origins: {} must be from 1 to {MAX_ORIGINS}",
                     tiers.origins
                 ));
             }
@@ -576,7 +578,8 @@ pub fn crd() -> CustomResourceDefinition {
     ]);
     spec["properties"]["streams"]["minItems"] = 1.into();
     let stream = &mut spec["properties"]["streams"]["items"];
-    stream["properties"]["path"]["pattern"] = "^/".into();
+    // As `restreamer::config::check_serve_path`: a requestable URL path.
+    stream["properties"]["path"]["pattern"] = "^/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*$".into();
     stream["properties"]["name"]["pattern"] = "^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$".into();
     stream["properties"]["upstreams"]["minItems"] = 1.into();
     stream["properties"]["upstreams"]["items"]["pattern"] =
@@ -586,6 +589,7 @@ pub fn crd() -> CustomResourceDefinition {
     }
     spec["properties"]["scaling"]["properties"]["minReplicas"]["minimum"] = 1.into();
     spec["properties"]["tiers"]["properties"]["origins"]["minimum"] = 1.into();
+    spec["properties"]["tiers"]["properties"]["origins"]["maximum"] = MAX_ORIGINS.into();
     let notification = &mut spec["properties"]["notifications"]["items"]["properties"];
     notification["event"]["enum"] = serde_json::json!(["limit_hit", "limit_miss", "heartbeat"]);
     notification["url"]["pattern"] = "^https?://".into();

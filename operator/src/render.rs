@@ -105,8 +105,7 @@ pub fn render(restream: &Restream, default_image: &str) -> Result<Rendered, Rend
         .ok_or(RenderError::MissingMetadata("namespace"))?;
 
     let config = data_plane_config(restream);
-    check(restream, &config)?;
-    let json = serde_json::to_string_pretty(&config).expect("a config serialises");
+    let json = checked_json(restream, &config)?;
 
     let labels = selector_labels(&name);
     let meta_of = |object_name: String, instance: &str| ObjectMeta {
@@ -224,8 +223,7 @@ pub fn render(restream: &Restream, default_image: &str) -> Result<Rendered, Rend
         Some(tiers) => {
             let origin_name = origin_name(&name);
             let config = origin_config(restream);
-            check(restream, &config)?;
-            let json = serde_json::to_string_pretty(&config).expect("a config serialises");
+            let json = checked_json(restream, &config)?;
             let labels = selector_labels(&origin_name);
             let meta = |object_name: String| meta_of(object_name, &origin_name);
             Some(OriginTier {
@@ -300,10 +298,14 @@ pub fn origin_url(restream: &Restream, index: i32, path: &str) -> String {
     format!("http://{name}-{index}.{name}.{namespace}.svc:{HTTP_PORT}{path}")
 }
 
-/// The data plane's own checks: what it would refuse to load, we refuse to
-/// render. The users live in a Secret the pods mount, so the check stands
-/// placeholders in for them.
-fn check(restream: &Restream, config: &Config) -> Result<(), RenderError> {
+/// The most a ConfigMap holds (1 MiB), less room for its metadata.
+const MAX_CONFIG_BYTES: usize = 1_000_000;
+
+/// The config as the ConfigMap carries it, after the data plane's own
+/// checks: what it would refuse to load, we refuse to render. The users
+/// live in a Secret the pods mount, so the check stands placeholders in for
+/// them. A config too large for a ConfigMap is refused too.
+fn checked_json(restream: &Restream, config: &Config) -> Result<String, RenderError> {
     let mut check = config.clone();
     check.userfile.clear();
     for user in restream
@@ -316,7 +318,16 @@ fn check(restream: &Restream, config: &Config) -> Result<(), RenderError> {
     }
     check
         .validate()
-        .map_err(|e| RenderError::InvalidConfig(e.to_string().replace('\n', "; ")))
+        .map_err(|e| RenderError::InvalidConfig(e.to_string().replace('\n', "; ")))?;
+    let json = serde_json::to_string_pretty(config).expect("a config serialises");
+    if json.len() > MAX_CONFIG_BYTES {
+        return Err(RenderError::InvalidConfig(format!(
+            "the data-plane config is {} bytes, over the {MAX_CONFIG_BYTES} a ConfigMap can hold: \
+             fewer streams or origins",
+            json.len()
+        )));
+    }
+    Ok(json)
 }
 
 pub fn config_map_name(name: &str) -> String {
@@ -1097,6 +1108,47 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("spec.streams[0].path: \"/check/news\" is where an API is served"));
+        // A path no client can request as written.
+        let mut restream = minimal();
+        restream.spec.streams[0].path = "/n?ws.ts".into();
+        assert!(render(&restream, "img:1")
+            .unwrap_err()
+            .to_string()
+            .contains("spec.streams[0].path: \"/n?ws.ts\" cannot be requested as written"));
+        // Found as a slow input: 923,447 origins, each an upstream of each channel.
+        let mut restream = minimal();
+        restream.spec.tiers = Some(crate::crd::Tiers {
+            origins: 923_447,
+            origin_resources: None,
+        });
+        assert!(render(&restream, "img:1")
+            .unwrap_err()
+            .to_string()
+            .contains("spec.tiers.origins: 923447 must be from 1 to 32"));
+    }
+
+    #[test]
+    fn a_config_too_large_for_a_config_map_is_refused() {
+        let mut restream = minimal();
+        let stream = restream.spec.streams[0].clone();
+        restream.spec.streams = (0..600)
+            .map(|i| crate::crd::StreamSpec {
+                name: format!("channel-{i}"),
+                path: format!("/channel-{i}.ts"),
+                ..stream.clone()
+            })
+            .collect();
+        restream.spec.tiers = Some(crate::crd::Tiers {
+            origins: 32,
+            origin_resources: None,
+        });
+        let error = render(&restream, "img:1").unwrap_err().to_string();
+        assert!(
+            error.contains("over the 1000000 a ConfigMap can hold"),
+            "{error}"
+        );
+        restream.spec.tiers.as_mut().unwrap().origins = 2;
+        assert!(render(&restream, "img:1").is_ok());
     }
 
     #[test]

@@ -54,7 +54,44 @@ fn the_crd_documents_its_fields_and_carries_the_validations() {
         .iter()
         .any(|r| r.contains("minReplicas <= self.scaling.maxReplicas")));
     let stream = &spec["properties"]["streams"]["items"]["properties"];
-    assert_eq!(stream["path"]["pattern"], "^/");
+    // The schema's patterns agree with the data plane's own checks.
+    let path_pattern = regex::Regex::new(stream["path"]["pattern"].as_str().unwrap()).unwrap();
+    for path in [
+        "/news.ts",
+        "/",
+        "/a/b;c=d",
+        "/%E2%82%AC",
+        "news.ts",
+        "/n?ws",
+        "/a b",
+        "/ü",
+        "/x#y",
+    ] {
+        assert_eq!(
+            path_pattern.is_match(path),
+            restreamer::config::check_serve_path(path).is_ok(),
+            "{path}"
+        );
+    }
+    let upstream_pattern =
+        regex::Regex::new(stream["upstreams"]["items"]["pattern"].as_str().unwrap()).unwrap();
+    for url in [
+        "http://a/b.ts",
+        "https://a/b",
+        "tcp://a:1",
+        "udp://:1234",
+        "unix:///run/s",
+        "unixgram:///s",
+        "unixpacket:///s",
+        "file:///x.ts",
+        "fork:///bin/cat?x",
+    ] {
+        assert!(upstream_pattern.is_match(url), "{url}");
+        assert!(restreamer::source::Upstream::parse(url).is_ok(), "{url}");
+    }
+    for url in ["rtmp://a/b", "srt://a:1", "/local/file.ts", "HTTP://a/b"] {
+        assert!(!upstream_pattern.is_match(url), "{url}");
+    }
     assert_eq!(stream["upstreams"]["minItems"], 1);
     let columns: Vec<&str> = version["additionalPrinterColumns"]
         .as_sequence()
