@@ -1,7 +1,7 @@
 //! HTTP serving: accepting connections and answering requests.
 //!
 //! Every connection is served by hyper (HTTP/1.1 and HTTP/2) on its own
-//! task. A request is routed by exact path to what the current config
+//! task. A request is routed by exact (decoded) path to what the current config
 //! serves there, after its credentials are checked.
 //!
 //! A stream client gets `200` and a body that is its [`Subscriber`] to the
@@ -105,7 +105,12 @@ pub async fn handle(
     role: Listener,
 ) -> Response<Body> {
     let generation = proxy.current();
-    let path = request.uri().path();
+    // Routed by the decoded path, as Go's net/http routes `r.URL.Path`: a
+    // serve path with a space or non-ASCII is reached by its encoding, and
+    // `/%73tream` is `/stream`. Still matched exactly: no `..` handling,
+    // no prefix, nothing joined to a directory.
+    let decoded = percent_encoding::percent_decode_str(request.uri().path()).decode_utf8_lossy();
+    let path: &str = &decoded;
     let route = match role {
         Listener::Admin => None,
         _ => generation.routes.get(path),

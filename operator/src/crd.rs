@@ -446,7 +446,7 @@ impl RestreamSpec {
                     stream.name
                 ));
             }
-            if let Err(message) = restreamer::config::check_serve_path(&stream.path) {
+            if let Err(message) = check_stream_path(&stream.path) {
                 problems.push(format!("spec.streams[{i}].path: {message}"));
             }
             if stream.path == HEALTH_PATH
@@ -546,6 +546,24 @@ impl RestreamSpec {
     }
 }
 
+/// A channel's path: plain URL characters only, as the schema's pattern
+/// says, so that it needs no encoding in the edges' upstream URLs or in
+/// viewers' players.
+pub fn check_stream_path(path: &str) -> Result<(), String> {
+    if !path.starts_with('/') {
+        return Err(format!("{path:?} must start with /"));
+    }
+    // RFC 3986 `pchar`s and `/`, with `%` for paths written encoded.
+    let allowed = |c: char| c.is_ascii_alphanumeric() || "-._~!$&'()*+,;=:@%/".contains(c);
+    match path.chars().find(|&c| !allowed(c)) {
+        None => Ok(()),
+        Some(c) => Err(format!(
+            "{path:?}: {c:?} is not allowed in a channel path \
+             (use letters, digits and -._~!$&'()*+,;=:@%/)"
+        )),
+    }
+}
+
 fn is_dns_label(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 63
@@ -578,7 +596,7 @@ pub fn crd() -> CustomResourceDefinition {
     ]);
     spec["properties"]["streams"]["minItems"] = 1.into();
     let stream = &mut spec["properties"]["streams"]["items"];
-    // As `restreamer::config::check_serve_path`: a requestable URL path.
+    // As `check_stream_path`.
     stream["properties"]["path"]["pattern"] = "^/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*$".into();
     stream["properties"]["name"]["pattern"] = "^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$".into();
     stream["properties"]["upstreams"]["minItems"] = 1.into();

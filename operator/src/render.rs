@@ -1114,7 +1114,7 @@ mod tests {
         assert!(render(&restream, "img:1")
             .unwrap_err()
             .to_string()
-            .contains("spec.streams[0].path: \"/n?ws.ts\" cannot be requested as written"));
+            .contains("spec.streams[0].path: \"/n?ws.ts\": '?' is not allowed in a channel path"));
         // Found as a slow input: 923,447 origins, each an upstream of each channel.
         let mut restream = minimal();
         restream.spec.tiers = Some(crate::crd::Tiers {

@@ -54,7 +54,7 @@ fn the_crd_documents_its_fields_and_carries_the_validations() {
         .iter()
         .any(|r| r.contains("minReplicas <= self.scaling.maxReplicas")));
     let stream = &spec["properties"]["streams"]["items"]["properties"];
-    // The schema's patterns agree with the data plane's own checks.
+    // The schema's patterns agree with the operator's and the data plane's checks.
     let path_pattern = regex::Regex::new(stream["path"]["pattern"].as_str().unwrap()).unwrap();
     for path in [
         "/news.ts",
@@ -69,7 +69,7 @@ fn the_crd_documents_its_fields_and_carries_the_validations() {
     ] {
         assert_eq!(
             path_pattern.is_match(path),
-            restreamer::config::check_serve_path(path).is_ok(),
+            restreamer_operator::crd::check_stream_path(path).is_ok(),
             "{path}"
         );
     }
