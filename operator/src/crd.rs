@@ -553,13 +553,14 @@ pub fn check_stream_path(path: &str) -> Result<(), String> {
     if !path.starts_with('/') {
         return Err(format!("{path:?} must start with /"));
     }
-    // RFC 3986 `pchar`s and `/`, with `%` for paths written encoded.
-    let allowed = |c: char| c.is_ascii_alphanumeric() || "-._~!$&'()*+,;=:@%/".contains(c);
+    // RFC 3986 `pchar`s and `/`, without `%`: the pods match requests
+    // after decoding them, so an encoded path would never match.
+    let allowed = |c: char| c.is_ascii_alphanumeric() || "-._~!$&'()*+,;=:@/".contains(c);
     match path.chars().find(|&c| !allowed(c)) {
         None => Ok(()),
         Some(c) => Err(format!(
             "{path:?}: {c:?} is not allowed in a channel path \
-             (use letters, digits and -._~!$&'()*+,;=:@%/)"
+             (use letters, digits and -._~!$&'()*+,;=:@/)"
         )),
     }
 }
@@ -597,7 +598,7 @@ pub fn crd() -> CustomResourceDefinition {
     spec["properties"]["streams"]["minItems"] = 1.into();
     let stream = &mut spec["properties"]["streams"]["items"];
     // As `check_stream_path`.
-    stream["properties"]["path"]["pattern"] = "^/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*$".into();
+    stream["properties"]["path"]["pattern"] = "^/[A-Za-z0-9._~!$&'()*+,;=:@/-]*$".into();
     stream["properties"]["name"]["pattern"] = "^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$".into();
     stream["properties"]["upstreams"]["minItems"] = 1.into();
     stream["properties"]["upstreams"]["items"]["pattern"] =
