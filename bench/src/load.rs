@@ -13,6 +13,12 @@ use tokio::time::Instant;
 
 use crate::ts::{Checker, PACKET};
 
+/// A histogram of microseconds, from 1 µs to a minute (values outside are
+/// not recorded, never clamped).
+pub fn microseconds() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds")
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Fast,
@@ -91,7 +97,7 @@ async fn client(
         status: 0,
         bytes: 0,
         continuity_errors: 0,
-        latency_us: Histogram::new_with_bounds(1, 60_000_000, 3).unwrap(),
+        latency_us: microseconds(),
     };
     let Ok(mut socket) = TcpStream::connect(address).await else {
         return report;

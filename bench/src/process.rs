@@ -37,11 +37,7 @@ impl Restreamer {
 
         let dir = tempdir()?;
         let address = format!("127.0.0.1:{}", free_port()?);
-        let mut config = serde_json::json!({
-            "listen": address,
-            "reconnect": 1,
-            "resources": [{"type": "stream", "serve": STREAM, "remote": format!("tcp://{source_address}")}]
-        });
+        let mut config = stream_config(&address, &source_address.to_string());
         if let (Some(config), Some(extra)) = (config.as_object_mut(), extra.as_object()) {
             for (key, value) in extra {
                 match (key.as_str(), value.as_array()) {
@@ -55,13 +51,7 @@ impl Restreamer {
                 }
             }
         }
-        let config_path = dir.join("restreamer.json");
-        std::fs::write(&config_path, config.to_string())?;
-        let child = Command::new(binary)
-            .arg(&config_path)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()?;
+        let child = spawn(binary, &dir, &config)?;
         let restreamer = Restreamer {
             child,
             dir,
@@ -108,6 +98,32 @@ impl Drop for Restreamer {
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// restreamer's config for one stream, served at [`STREAM`] on `listen`,
+/// pulled over TCP from `source` and reconnected after a second.
+pub fn stream_config(listen: &str, source: &str) -> serde_json::Value {
+    serde_json::json!({
+        "listen": listen,
+        "reconnect": 1,
+        "resources": [{"type": "stream", "serve": STREAM, "remote": format!("tcp://{source}")}]
+    })
+}
+
+/// Writes `config` into `dir` and starts `binary` on it, logging warnings
+/// only.
+pub fn spawn(
+    binary: &std::path::Path,
+    dir: &std::path::Path,
+    config: &serde_json::Value,
+) -> std::io::Result<Child> {
+    let config_path = dir.join("restreamer.json");
+    std::fs::write(&config_path, config.to_string())?;
+    Command::new(binary)
+        .arg(&config_path)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
 }
 
 fn count_entries(dir: &str) -> usize {

@@ -11,12 +11,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use hdrhistogram::Histogram;
 use serde::Serialize;
 use tokio::net::TcpListener;
 
 use crate::load::{ClientReport, Kind, Load};
-use crate::source;
+use crate::{process, source};
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -134,23 +133,13 @@ async fn one(
     let address = format!("127.0.0.1:{port}");
     let (mut server, path) = match system {
         "restreamer" => {
-            let mut config = serde_json::json!({
-                "listen": address,
-                "reconnect": 1,
-                "flushms": flushms,
-                "resources": [{"type": "stream", "serve": "/live.ts", "remote": format!("tcp://{source_address}")}]
-            });
+            let mut config = process::stream_config(&address, source_address);
+            config["flushms"] = flushms.into();
             if let Some(packets) = settings.outputbuffer {
                 config["outputbuffer"] = packets.into();
             }
-            let config_path = dir.join("restreamer.json");
-            std::fs::write(&config_path, config.to_string())?;
-            let child = Command::new(&settings.restreamer)
-                .arg(&config_path)
-                .env("RUST_LOG", "warn")
-                .stdout(Stdio::null())
-                .spawn()?;
-            (child, "/live.ts")
+            let child = process::spawn(&settings.restreamer, &dir, &config)?;
+            (child, process::STREAM)
         }
         "baseline" => {
             let child = Command::new(std::env::current_exe()?)
@@ -233,7 +222,7 @@ fn summarise(
             r.status == 200 && r.continuity_errors == 0 && r.bytes as f64 >= 0.95 * expected
         })
         .count();
-    let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
+    let mut latency = crate::load::microseconds();
     for report in &fast {
         latency.add(&report.latency_us).unwrap();
     }

@@ -9,6 +9,7 @@ use hdrhistogram::Histogram;
 use tokio::io::AsyncReadExt;
 use tokio::time::Instant;
 
+use crate::load::microseconds;
 use crate::process::{drain, get, open_viewer, Restreamer};
 
 #[derive(Debug, Clone)]
@@ -202,11 +203,6 @@ pub async fn run(storm: &Storm) -> anyhow::Result<(String, Vec<String>)> {
         ));
     }
     Ok((out, problems))
-}
-
-/// A histogram of microseconds, from 1 µs to a minute.
-fn microseconds() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds")
 }
 
 /// Connects, asks for the stream and reads the status line.
