@@ -397,6 +397,7 @@ pub async fn run(ctx: Arc<Context>) {
 mod tests {
     use super::*;
     use crate::crd::RestreamStatus;
+    use crate::fixtures::Seen;
 
     /// The API server's view after applying: the Deployment has pods.
     fn deployment_status() -> serde_json::Value {
@@ -602,6 +603,121 @@ mod tests {
         // Failing again backs off further.
         let action = error_policy(restream, &error, Arc::clone(&ctx));
         assert_eq!(action, Action::requeue(Duration::from_secs(10)));
+    }
+
+    /// What the API server keeps of the Deployment, and what the
+    /// HorizontalPodAutoscaler does to it between two reconciles.
+    struct LiveDeployment(serde_json::Value);
+
+    impl LiveDeployment {
+        /// Server-side apply, as far as this test needs: the applied
+        /// fields are merged in; fields the applier does not send (here
+        /// `spec.replicas`, owned by the HPA) are kept.
+        fn apply(&mut self, applied: &serde_json::Value) -> serde_json::Value {
+            fn merge(live: &mut serde_json::Value, applied: &serde_json::Value) {
+                match (live.as_object_mut(), applied.as_object()) {
+                    (Some(live), Some(applied)) => {
+                        for (key, value) in applied {
+                            merge(
+                                live.entry(key.clone()).or_insert(serde_json::Value::Null),
+                                value,
+                            );
+                        }
+                    }
+                    _ => *live = applied.clone(),
+                }
+            }
+            merge(&mut self.0, applied);
+            // The API server defaults a missing count to 1.
+            if self.0["spec"]["replicas"].is_null() {
+                self.0["spec"]["replicas"] = 1.into();
+            }
+            let replicas = self.0["spec"]["replicas"].clone();
+            self.0["status"] = serde_json::json!({"replicas": replicas, "readyReplicas": replicas,
+                "updatedReplicas": replicas, "observedGeneration": 1});
+            self.0["metadata"]["generation"] = 1.into();
+            self.0.clone()
+        }
+    }
+
+    /// Runs one reconcile against `live`; returns the applied Deployment
+    /// and the status reported.
+    async fn reconcile_with(
+        restream: &Restream,
+        live: &mut LiveDeployment,
+    ) -> (Seen, RestreamStatus) {
+        let (ctx, mut server) = Context::test();
+        let reconciler = tokio::spawn(reconcile(Arc::new(restream.clone()), Arc::clone(&ctx)));
+        server
+            .expect_apply(
+                "/api/v1/namespaces/media/configmaps/tv-config",
+                serde_json::json!({}),
+            )
+            .await;
+        let deployment = server.next(|seen| (200, live.apply(&seen.body))).await;
+        assert_eq!(
+            deployment.path,
+            "/apis/apps/v1/namespaces/media/deployments/tv"
+        );
+        let mut status = None;
+        loop {
+            let seen = server
+                .next(|seen| match seen.method {
+                    http::Method::POST => (201, seen.body.clone()),
+                    _ if seen.path.ends_with("/status") => {
+                        (200, serde_json::to_value(restream).unwrap())
+                    }
+                    _ => (200, seen.body.clone()),
+                })
+                .await;
+            if seen.path.ends_with("/status") {
+                status = Some(serde_json::from_value(seen.body["status"].clone()).unwrap());
+            }
+            if seen.method == http::Method::POST {
+                break;
+            }
+        }
+        reconciler.await.unwrap().expect("reconcile succeeds");
+        (deployment, status.expect("a status is reported"))
+    }
+
+    #[tokio::test]
+    async fn the_autoscalers_replica_count_survives_the_next_reconcile() {
+        let restream = Restream::test();
+        assert!(restream.spec.scaling.autoscaler);
+        let mut live = LiveDeployment(serde_json::json!({}));
+
+        let (applied, status) = reconcile_with(&restream, &mut live).await;
+        assert!(
+            applied.body["spec"].get("replicas").is_none(),
+            "an autoscaled Deployment is applied without replicas: {}",
+            applied.body["spec"]
+        );
+        assert_eq!(
+            status.replicas, 1,
+            "the API server's default, until the HPA acts"
+        );
+
+        // The HPA scales out between two reconciles.
+        live.0["spec"]["replicas"] = 7.into();
+        let (applied, status) = reconcile_with(&restream, &mut live).await;
+        assert!(applied.body["spec"].get("replicas").is_none());
+        assert_eq!(
+            live.0["spec"]["replicas"], 7,
+            "the apply left the HPA's count alone"
+        );
+        assert_eq!((status.replicas, status.ready_replicas), (7, 7));
+    }
+
+    #[tokio::test]
+    async fn without_an_autoscaler_the_operator_owns_the_replica_count() {
+        let mut restream = Restream::test();
+        restream.spec.scaling.autoscaler = false;
+        let mut live = LiveDeployment(serde_json::json!({}));
+        live.0["spec"] = serde_json::json!({"replicas": 7});
+        let (applied, status) = reconcile_with(&restream, &mut live).await;
+        assert_eq!(applied.body["spec"]["replicas"], 2, "minReplicas");
+        assert_eq!(status.replicas, 2);
     }
 
     #[test]

@@ -128,8 +128,12 @@ pub fn render(restream: &Restream, default_image: &str) -> Result<Rendered, Rend
     let deployment = Deployment {
         metadata: meta(name.clone()),
         spec: Some(DeploymentSpec {
-            // The autoscaler owns the replica count; the minimum is where it starts.
-            replicas: Some(restream.spec.scaling.min_replicas),
+            // When an autoscaler owns the count, the applied object has no
+            // `replicas` at all: every apply would otherwise take the count
+            // back from the autoscaler (the API server starts it at 1 and
+            // the autoscaler brings it to `minReplicas`).
+            replicas: (!restream.spec.scaling.autoscaler)
+                .then_some(restream.spec.scaling.min_replicas),
             selector: LabelSelector {
                 match_labels: Some(labels.clone()),
                 ..LabelSelector::default()
@@ -781,7 +785,10 @@ mod tests {
     fn the_deployment_runs_locked_down_pods_that_reload_their_config() {
         let rendered = render(&good(), "img:1").unwrap();
         let deployment = rendered.deployment.spec.unwrap();
-        assert_eq!(deployment.replicas, Some(2));
+        assert_eq!(
+            deployment.replicas, None,
+            "the autoscaler owns the replica count"
+        );
         let template = deployment.template;
         let labels = template.metadata.as_ref().unwrap().labels.clone().unwrap();
         assert_eq!(labels["team"], "broadcast");
