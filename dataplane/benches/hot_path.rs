@@ -6,8 +6,8 @@
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use futures_util::FutureExt;
-use restreamer::align::{Aligner, PACKET_SIZE};
-use restreamer::hub::Hub;
+use restreamer::stream::align::{Aligner, PACKET_SIZE};
+use restreamer::stream::hub::Hub;
 
 /// `count` valid packets.
 fn packets(count: usize) -> Vec<u8> {

@@ -2,33 +2,20 @@
 //!
 //! One upstream transport stream per channel is fetched once, cut into
 //! packets, and fanned out unchanged and in real time to many HTTP clients.
-//! The data path, top to bottom:
+//! The crate is laid out as the program works, one folder per part; the
+//! dependencies point one way, from the HTTP front to the core and down the
+//! data path:
 //!
-//! - [`source`]: connects to a stream's upstreams (files, HTTP, TCP, unix
-//!   sockets, UDP, a command's output), with failover and reconnects;
-//! - [`align`]: cuts what it reads into 188-byte packets;
-//! - [`hub`]: holds the recent packets once and gives every client its own
-//!   bounded queue (a cursor), dropping for clients that fall behind;
-//! - [`serve`]: answers HTTP requests; a stream client's response body reads
-//!   from its queue and hyper writes it to the socket.
-//!
-//! Around it: [`config`] (the `restreamer.json` format), [`proxy`] (the
-//! running state, rebuilt on reload), [`reload`] (watching the config),
-//! [`limit`] (soft and hard connection limits), [`auth`], [`api`] (the
-//! built-in APIs and probes), [`static_files`], [`metrics`] (statistics and
-//! Prometheus), [`notifications`] and [`logging`].
+//! - [`config`]: the `restreamer.json` format and its validation;
+//! - [`stream`]: the data path of one stream, top to bottom: `source`
+//!   (connect, failover, pacing) → `align` (188-byte packets) → `hub` (the
+//!   shared ring every client reads from);
+//! - [`front`]: the HTTP front: serving and routing requests, stream
+//!   clients, the built-in APIs, static resources, authentication;
+//! - [`proxy`]: the running proxy: the current generation built from a
+//!   config, reload, connection limits, metrics, notifications, logging.
 
-pub mod align;
-pub mod api;
-pub mod auth;
 pub mod config;
-pub mod hub;
-pub mod limit;
-pub mod logging;
-pub mod metrics;
-pub mod notifications;
+pub mod front;
 pub mod proxy;
-pub mod reload;
-pub mod serve;
-pub mod source;
-pub mod static_files;
+pub mod stream;

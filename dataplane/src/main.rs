@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use restreamer::config::Config;
-use restreamer::logging::{self, AccessLog};
+use restreamer::proxy::logging::{self, AccessLog};
 use restreamer::proxy::{bind, Proxy};
 use tracing::{error, info};
 
@@ -82,7 +82,7 @@ fn main() -> ExitCode {
 
         let config_path = std::path::absolute(&cli.config).unwrap_or(cli.config.clone());
         let proxy = Proxy::start(config, Some(config_path));
-        let reload = tokio::spawn(restreamer::reload::watch(proxy.clone()));
+        let reload = tokio::spawn(restreamer::proxy::reload::watch(proxy.clone()));
         let reopen = access_log.map(|log| tokio::spawn(logging::reopen_on_sigusr1(log)));
         proxy.run(listener, admin, shutdown_signal()).await;
         reload.abort();

@@ -9,7 +9,7 @@
 
 use bytes::{BufMut, Bytes};
 use libfuzzer_sys::fuzz_target;
-use restreamer::align::{Aligner, PACKET_SIZE, SYNC_BYTE};
+use restreamer::stream::align::{Aligner, PACKET_SIZE, SYNC_BYTE};
 
 /// Feeds `input` in reads of the given sizes (cycled); returns the packets
 /// taken and the bytes skipped.

@@ -25,9 +25,9 @@ use rand::seq::SliceRandom;
 use tokio::time::{sleep_until, timeout, Instant};
 use tracing::{info, warn};
 
-use crate::align::{Aligner, PACKET_SIZE};
 use crate::config::{Config, Resource};
-use crate::hub::Hub;
+use crate::stream::align::{Aligner, PACKET_SIZE};
+use crate::stream::hub::Hub;
 
 pub use connection::Connection;
 pub use pacing::Pacer;

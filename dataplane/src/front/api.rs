@@ -17,9 +17,9 @@ use std::sync::Arc;
 use http::{Request, Response, StatusCode};
 use serde::Serialize;
 
-use crate::metrics::{sum, Totals};
+use crate::front::serve::{text, with_type, Body};
+use crate::proxy::metrics::{sum, Totals};
 use crate::proxy::{Generation, Proxy, Stream};
-use crate::serve::{text, with_type, Body};
 
 #[derive(Debug)]
 pub enum Api {

@@ -20,7 +20,7 @@ use tokio::process::{Child, Command};
 use tracing::warn;
 
 use super::{SourceError, SourceSettings, Upstream, UpstreamKind};
-use crate::align::SYNC_BYTE;
+use crate::stream::align::SYNC_BYTE;
 
 type ByteStream = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
 

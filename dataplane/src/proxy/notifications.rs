@@ -14,9 +14,9 @@ use std::time::Duration;
 use tokio::sync::{mpsc, Semaphore};
 use tracing::{info, warn};
 
-use crate::auth::credential;
 use crate::config::{Config, Notification};
-use crate::limit::LimitEvent;
+use crate::front::auth::credential;
+use crate::proxy::limit::LimitEvent;
 use crate::proxy::Proxy;
 
 const MAX_IN_FLIGHT: usize = 16;

@@ -31,10 +31,10 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tracing::{debug, info, warn};
 
-use crate::api;
-use crate::hub::Subscriber;
-use crate::limit::ConnectionPermit;
+use crate::front::api;
+use crate::proxy::limit::ConnectionPermit;
 use crate::proxy::{Proxy, Stream, Target};
+use crate::stream::hub::Subscriber;
 
 pub type Body = BoxBody<Bytes, Infallible>;
 

@@ -28,7 +28,7 @@ use futures_util::StreamExt;
 use tokio::sync::watch;
 use tokio_stream::wrappers::WatchStream;
 
-use crate::align::PACKET_SIZE;
+use crate::stream::align::PACKET_SIZE;
 
 /// Counters of one stream, updated by its source and its clients.
 #[derive(Debug, Default)]

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::source::Upstream;
+use crate::stream::source::Upstream;
 
 /// The whole configuration of one data-plane process.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -619,7 +619,7 @@ mod tests {
     /// on the way back, so the operator's rendering could lose settings.
     #[test]
     fn a_config_comes_back_unchanged_through_serialisation() {
-        let documented = include_str!("../tests/fixtures/documented.json");
+        let documented = include_str!("../../tests/fixtures/documented.json");
         let users_without_type = r#"{"userlist": {"op": {"password": "x"}},
             "resources": [{"type": "api", "serve": "/statistics", "api": "statistics",
                            "authentication": {"users": ["op"]}}]}"#;
@@ -783,7 +783,7 @@ mod tests {
 
     #[test]
     fn serialising_and_loading_again_gives_the_same_config() {
-        let text = include_str!("../../examples/restreamer.json");
+        let text = include_str!("../../../examples/restreamer.json");
         let config = Config::parse(text).unwrap();
         let again = Config::parse(&serde_json::to_string(&config).unwrap()).unwrap();
         assert_eq!(config, again);

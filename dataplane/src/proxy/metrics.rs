@@ -22,8 +22,8 @@ use prometheus::{
 };
 use serde::Serialize;
 
-use crate::hub::{Hub, StreamCounters};
-use crate::limit::ConnectionLimits;
+use crate::proxy::limit::ConnectionLimits;
+use crate::stream::hub::{Hub, StreamCounters};
 
 /// Cumulative traffic of one stream, or of all together.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]

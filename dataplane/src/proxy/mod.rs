@@ -9,6 +9,17 @@
 //! source and clients; a stream whose upstreams changed keeps its hub and
 //! clients and gets a new source; a removed stream is closed, which ends
 //! its clients; a new stream starts.
+//!
+//! Around the generation, one module each: [`reload`] (watching the config
+//! file), [`limit`] (soft and hard connection limits), [`metrics`]
+//! (statistics and Prometheus), [`notifications`] (limit events sent to
+//! URLs) and [`logging`] (JSON logs and the access log).
+
+pub mod limit;
+pub mod logging;
+pub mod metrics;
+pub mod notifications;
+pub mod reload;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -23,16 +34,15 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
-use crate::api::Api;
-use crate::auth::Authenticator;
+use self::limit::ConnectionLimits;
+use self::metrics::{Metrics, RateWindow, Totals};
 use crate::config::{parse_listen, ApiKind, Config, ResourceType};
-use crate::hub::Hub;
-use crate::limit::ConnectionLimits;
-use crate::metrics::{Metrics, RateWindow, Totals};
-use crate::notifications;
-use crate::serve::{self, Listener};
-use crate::source::{self, SourceSettings, Upstream};
-use crate::static_files::StaticResource;
+use crate::front::api::Api;
+use crate::front::auth::Authenticator;
+use crate::front::serve::{self, Listener};
+use crate::front::static_files::StaticResource;
+use crate::stream::hub::Hub;
+use crate::stream::source::{self, SourceSettings, Upstream};
 
 /// The whole proxy: current generation, limits, metrics.
 #[derive(Debug)]

@@ -19,7 +19,7 @@ use tokio::sync::Mutex;
 use tracing::warn;
 
 use crate::config::Resource;
-use crate::serve::{text, Body};
+use crate::front::serve::{text, Body};
 
 #[derive(Debug)]
 pub struct StaticResource {

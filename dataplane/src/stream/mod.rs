@@ -1,0 +1,14 @@
+//! The data path of one stream, in the order the bytes travel:
+//!
+//! - [`source`] connects to the stream's upstreams (files, HTTP, TCP, unix
+//!   sockets, UDP, a command's output), with failover and reconnects, and
+//!   paces files in real time;
+//! - [`align`] cuts what it reads into 188-byte packets;
+//! - [`hub`] holds the recent packets once and gives every client its own
+//!   bounded queue (a cursor), dropping for clients that fall behind.
+//!
+//! Nothing here knows about HTTP; the [`crate::front`] reads from the hub.
+
+pub mod align;
+pub mod hub;
+pub mod source;
