@@ -2,11 +2,12 @@
 //! reconciles each Restream by server-side applying what [`render`] makes
 //! of it, then reporting in its status.
 //!
-//! Shaped after kube-rs's controller-rs: a [`Context`] built once, a
-//! [`reconcile`] that returns when to look again, an [`error_policy`] that
-//! counts failures and backs off.
+//! Shaped after kube-rs's controller-rs: a [`Context`] built once (client,
+//! metrics, the one event recorder), a [`reconcile`] that returns when to
+//! look again, an [`error_policy`] that counts failures and backs off.
 
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -14,19 +15,20 @@ use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kube::api::{Api, Patch, PatchParams};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
+use kube::core::ApiResource;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
-use serde::de::DeserializeOwned;
-use serde::Serialize;
 use tracing::{info, warn};
 
 use crate::crd::{Restream, RestreamStatus};
 use crate::metrics::Metrics;
-use crate::render::{render, RenderError};
+use crate::render::{render, typed, Manifest, RenderError, ScaledObject};
+use crate::status::{status, Applied, Observed};
 
 /// The field manager of every server-side apply.
 pub const FIELD_MANAGER: &str = "restreamer-operator";
@@ -35,11 +37,18 @@ pub const FIELD_MANAGER: &str = "restreamer-operator";
 pub struct Context {
     pub client: Client,
     pub metrics: Arc<Metrics>,
-    pub reporter: Reporter,
+    /// One recorder for every event, so that its cache turns repeated
+    /// identical events into one series (a count) instead of new Events.
+    pub recorder: Recorder,
     /// The data-plane image for Restreams that name none.
     pub default_image: String,
-    /// Consecutive failures per Restream (`namespace/name`), for back-off.
-    pub failures: std::sync::Mutex<std::collections::HashMap<String, u32>>,
+    /// KEDA is installed and the operator may manage ScaledObjects.
+    pub keda: bool,
+    /// Consecutive failures per Restream (by uid), for back-off.
+    pub failures: Mutex<HashMap<String, u32>>,
+    /// The controller's cache of Restreams, once it runs: failures of
+    /// Restreams no longer in it are forgotten.
+    pub restreams: OnceLock<Store<Restream>>,
 }
 
 impl Context {
@@ -48,23 +57,43 @@ impl Context {
         metrics: Arc<Metrics>,
         reporter: Reporter,
         default_image: String,
+        keda: bool,
     ) -> Context {
         Context {
+            recorder: Recorder::new(client.clone(), reporter),
             client,
             metrics,
-            reporter,
             default_image,
-            failures: Default::default(),
+            keda,
+            failures: Mutex::default(),
+            restreams: OnceLock::new(),
         }
+    }
+
+    /// Counts one more failure of `restream`; returns how many in a row.
+    /// Failures of Restreams that are gone are dropped on the way.
+    fn count_failure(&self, restream: &Restream) -> u32 {
+        let mut failures = self.failures.lock().unwrap();
+        if let Some(store) = self.restreams.get() {
+            let live: HashSet<String> = store.state().iter().map(|r| key(r)).collect();
+            failures.retain(|key, _| live.contains(key));
+        }
+        let count = failures.entry(key(restream)).or_insert(0);
+        *count += 1;
+        *count
     }
 }
 
+/// A Restream's key in the failure count: its uid, so that a Restream
+/// deleted and created again starts afresh.
 fn key(restream: &Restream) -> String {
-    format!(
-        "{}/{}",
-        restream.namespace().unwrap_or_default(),
-        restream.name_any()
-    )
+    restream.uid().unwrap_or_else(|| {
+        format!(
+            "{}/{}",
+            restream.namespace().unwrap_or_default(),
+            restream.name_any()
+        )
+    })
 }
 
 /// Retry delay after `failures` consecutive failures: 5 s, doubling, at
@@ -103,12 +132,25 @@ pub async fn reconcile(restream: Arc<Restream>, ctx: Arc<Context>) -> Result<Act
     result
 }
 
+/// Renders what the operator can run: a Restream that asks for KEDA from
+/// an operator installed without it is refused like an invalid spec.
+fn render_for(restream: &Restream, ctx: &Context) -> Result<crate::render::Rendered, RenderError> {
+    if restream.spec.scaling.keda && !ctx.keda {
+        return Err(RenderError::InvalidSpec(
+            "spec.scaling.keda: the operator runs without KEDA support \
+             (install it with the chart value keda.enabled=true)"
+                .into(),
+        ));
+    }
+    render(restream, &ctx.default_image)
+}
+
 async fn apply(restream: &Restream, ctx: &Context) -> Result<Action, Error> {
     let namespace = restream.namespace().unwrap_or_default();
     let name = restream.name_any();
     let restreams: Api<Restream> = Api::namespaced(ctx.client.clone(), &namespace);
 
-    let rendered = match render(restream, &ctx.default_image) {
+    let rendered = match render_for(restream, ctx) {
         Ok(rendered) => rendered,
         Err(error) => {
             // A spec that cannot be rendered will not get better by retrying:
@@ -122,113 +164,64 @@ async fn apply(restream: &Restream, ctx: &Context) -> Result<Action, Error> {
                 &error.to_string(),
             )
             .await?;
-            let status = status(
-                restream,
-                None,
-                None,
-                &[
-                    condition("Ready", false, "InvalidSpec", &error.to_string(), restream),
-                    condition(
-                        "Progressing",
-                        false,
-                        "InvalidSpec",
-                        "nothing applied",
-                        restream,
-                    ),
-                    condition(
-                        "Degraded",
-                        true,
-                        "InvalidSpec",
-                        &error.to_string(),
-                        restream,
-                    ),
-                ],
-            );
-            patch_status(&restreams, &name, &status).await?;
+            let refused = Observed::Refused {
+                reason: "InvalidSpec".into(),
+                message: error.to_string(),
+            };
+            patch_status(&restreams, &name, &status(restream, &refused, now())).await?;
             ctx.metrics.failed(Error::Render(error).kind());
             return Ok(Action::await_change());
         }
     };
 
-    let params = PatchParams::apply(FIELD_MANAGER).force();
-    // Origins first, so the edges find them.
-    if let Some(origin) = &rendered.origin {
-        apply_object(&ctx.client, &namespace, &origin.config_map, &params).await?;
-        apply_object(&ctx.client, &namespace, &origin.service, &params).await?;
-        apply_object(&ctx.client, &namespace, &origin.stateful_set, &params).await?;
+    let mut deployment = None;
+    let mut autoscaler = None;
+    for manifest in rendered.manifests() {
+        let applied = apply_manifest(&ctx.client, &namespace, &manifest).await?;
+        match manifest.resource.kind.as_str() {
+            "Deployment" => deployment = Some(applied),
+            "HorizontalPodAutoscaler" => autoscaler = Some(applied),
+            _ => {}
+        }
     }
-    apply_object(&ctx.client, &namespace, &rendered.config_map, &params).await?;
-    let deployment = apply_object(&ctx.client, &namespace, &rendered.deployment, &params).await?;
-    apply_object(&ctx.client, &namespace, &rendered.service, &params).await?;
-    if let Some(autoscaler) = &rendered.autoscaler {
-        apply_object(&ctx.client, &namespace, autoscaler, &params).await?;
+    // What the Restream no longer asks for: the HPA when KEDA scales or
+    // nothing does (two autoscalers on one Deployment fight), the
+    // ScaledObject when KEDA no longer does.
+    if rendered.autoscaler.is_none() {
+        delete_if_present(
+            &ctx.client,
+            &namespace,
+            ApiResource::erase::<HorizontalPodAutoscaler>(&()),
+            &name,
+        )
+        .await?;
     }
-    apply_object(
-        &ctx.client,
-        &namespace,
-        &rendered.disruption_budget,
-        &params,
-    )
-    .await?;
+    if ctx.keda && rendered.scaled_object.is_none() {
+        delete_if_present(
+            &ctx.client,
+            &namespace,
+            ApiResource::erase::<ScaledObject>(&()),
+            &name,
+        )
+        .await?;
+    }
 
+    let deployment: Deployment = parse(deployment.expect("a Deployment is always rendered"))?;
+    let autoscaler: Option<HorizontalPodAutoscaler> = autoscaler.map(parse).transpose()?;
     let config_hash = restreamer::proxy::config_hash(&rendered.config);
     let deployment_status = deployment.status.unwrap_or_default();
-    let replicas = deployment_status.replicas.unwrap_or(0);
-    let ready = deployment_status.ready_replicas.unwrap_or(0);
-    let updated = deployment_status.updated_replicas.unwrap_or(0);
-    let rolling = updated < replicas
-        || deployment_status.observed_generation < deployment.metadata.generation;
-    let conditions = [
-        if ready > 0 {
-            condition(
-                "Ready",
-                true,
-                "PodsReady",
-                &format!("{ready} of {replicas} pods ready"),
-                restream,
-            )
-        } else {
-            condition(
-                "Ready",
-                false,
-                "NoPodReady",
-                "no data-plane pod is ready yet",
-                restream,
-            )
-        },
-        if rolling {
-            condition(
-                "Progressing",
-                true,
-                "RollingOut",
-                "pods are being updated",
-                restream,
-            )
-        } else {
-            condition(
-                "Progressing",
-                false,
-                "Applied",
-                "all objects applied",
-                restream,
-            )
-        },
-        condition(
-            "Degraded",
-            false,
-            "Applied",
-            "all objects applied",
-            restream,
-        ),
-    ];
-    let new_status = status(
-        restream,
-        Some((replicas, ready)),
-        Some(config_hash.clone()),
-        &conditions,
-    );
+    let observed = Observed::Applied(Applied {
+        replicas: deployment_status.replicas.unwrap_or(0),
+        ready: deployment_status.ready_replicas.unwrap_or(0),
+        updated: deployment_status.updated_replicas.unwrap_or(0),
+        observed_latest: deployment_status.observed_generation >= deployment.metadata.generation,
+        desired: autoscaler
+            .and_then(|hpa| hpa.status)
+            .map(|status| status.desired_replicas),
+        config_hash: config_hash.clone(),
+    });
     let previous_hash = restream.status.as_ref().and_then(|s| s.config_hash.clone());
-    patch_status(&restreams, &name, &new_status).await?;
+    patch_status(&restreams, &name, &status(restream, &observed, now())).await?;
     if previous_hash.as_deref() != Some(config_hash.as_str()) {
         info!(event = "config-rendered", restream = %name, namespace = %namespace, hash = %config_hash);
         publish(
@@ -245,30 +238,45 @@ async fn apply(restream: &Restream, ctx: &Context) -> Result<Action, Error> {
     Ok(Action::requeue(Duration::from_secs(60)))
 }
 
+fn now() -> Time {
+    Time(k8s_openapi::chrono::Utc::now())
+}
+
+fn parse<K: serde::de::DeserializeOwned>(object: DynamicObject) -> Result<K, Error> {
+    let value = serde_json::to_value(object).expect("objects serialise");
+    serde_json::from_value(value).map_err(|e| Error::Kube(kube::Error::SerdeError(e)))
+}
+
 /// Server-side applies one object; returns what the API server made of it.
-async fn apply_object<K>(
+async fn apply_manifest(
     client: &Client,
     namespace: &str,
-    object: &K,
-    params: &PatchParams,
-) -> Result<K, Error>
-where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + DeserializeOwned
-        + Serialize
-        + std::fmt::Debug,
-{
-    let api: Api<K> = Api::namespaced(client.clone(), namespace);
-    let mut body = serde_json::to_value(object).expect("objects serialise");
-    body["apiVersion"] = K::api_version(&()).into();
-    body["kind"] = K::kind(&()).into();
-    let name = object
-        .meta()
-        .name
-        .clone()
-        .expect("rendered objects are named");
-    Ok(api.patch(&name, params, &Patch::Apply(&body)).await?)
+    manifest: &Manifest,
+) -> Result<DynamicObject, Error> {
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), namespace, &manifest.resource);
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    Ok(api
+        .patch(&manifest.name, &params, &Patch::Apply(&manifest.body))
+        .await?)
+}
+
+/// Deletes an object the Restream no longer wants; one already gone is fine.
+async fn delete_if_present(
+    client: &Client,
+    namespace: &str,
+    resource: ApiResource,
+    name: &str,
+) -> Result<(), Error> {
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &resource);
+    match api.delete(name, &DeleteParams::default()).await {
+        Ok(_) => {
+            info!(event = "deleted", kind = %resource.kind, name, namespace);
+            Ok(())
+        }
+        Err(kube::Error::Api(response)) if response.code == 404 => Ok(()),
+        Err(error) => Err(error.into()),
+    }
 }
 
 async fn patch_status(
@@ -276,11 +284,7 @@ async fn patch_status(
     name: &str,
     status: &RestreamStatus,
 ) -> Result<(), Error> {
-    let body = serde_json::json!({
-        "apiVersion": Restream::api_version(&()),
-        "kind": Restream::kind(&()),
-        "status": status,
-    });
+    let body = typed::<Restream>(serde_json::json!({ "status": status }));
     api.patch_status(
         name,
         &PatchParams::apply(FIELD_MANAGER).force(),
@@ -290,14 +294,14 @@ async fn patch_status(
     Ok(())
 }
 
-async fn publish(
+/// Publishes an event about `restream` through the context's one recorder.
+pub async fn publish(
     ctx: &Context,
     restream: &Restream,
     type_: EventType,
     reason: &str,
     note: &str,
 ) -> Result<(), Error> {
-    let recorder = Recorder::new(ctx.client.clone(), ctx.reporter.clone());
     let event = Event {
         type_,
         reason: reason.into(),
@@ -305,64 +309,17 @@ async fn publish(
         action: "Reconcile".into(),
         secondary: None,
     };
-    recorder.publish(&event, &restream.object_ref(&())).await?;
+    ctx.recorder
+        .publish(&event, &restream.object_ref(&()))
+        .await?;
     Ok(())
-}
-
-fn status(
-    restream: &Restream,
-    replicas: Option<(i32, i32)>,
-    config_hash: Option<String>,
-    conditions: &[Condition],
-) -> RestreamStatus {
-    let (replicas, ready_replicas) = replicas.unwrap_or((0, 0));
-    RestreamStatus {
-        observed_generation: restream.metadata.generation,
-        conditions: conditions.to_vec(),
-        streams: restream.spec.streams.len() as i32,
-        replicas,
-        ready_replicas,
-        config_hash,
-    }
-}
-
-/// A condition; its transition time is kept while its status is unchanged.
-fn condition(
-    type_: &str,
-    status: bool,
-    reason: &str,
-    message: &str,
-    restream: &Restream,
-) -> Condition {
-    let status = if status { "True" } else { "False" };
-    let previous = restream
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_));
-    let last_transition_time = match previous {
-        Some(previous) if previous.status == status => previous.last_transition_time.clone(),
-        _ => Time(k8s_openapi::chrono::Utc::now()),
-    };
-    Condition {
-        type_: type_.into(),
-        status: status.into(),
-        reason: reason.into(),
-        message: message.into(),
-        observed_generation: restream.metadata.generation,
-        last_transition_time,
-    }
 }
 
 /// What to do after a failed reconcile: count it, and try again after an
 /// exponential back-off (5 s, 10 s, 20 s, ... at most 5 minutes).
 pub fn error_policy(restream: Arc<Restream>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics.failed(error.kind());
-    let failures = {
-        let mut failures = ctx.failures.lock().unwrap();
-        let count = failures.entry(key(&restream)).or_insert(0);
-        *count += 1;
-        *count
-    };
+    let failures = ctx.count_failure(&restream);
     let delay = backoff(failures);
     warn!(event = "reconcile-failed", restream = %restream.name_any(), error = %error, failures, retry_seconds = delay.as_secs());
     Action::requeue(delay)
@@ -373,7 +330,7 @@ pub async fn run(ctx: Arc<Context>) {
     let client = ctx.client.clone();
     let restreams: Api<Restream> = Api::all(client.clone());
     let config = watcher::Config::default();
-    Controller::new(restreams, config.clone())
+    let mut controller = Controller::new(restreams, config.clone())
         .owns(Api::<ConfigMap>::all(client.clone()), config.clone())
         .owns(Api::<Deployment>::all(client.clone()), config.clone())
         .owns(Api::<StatefulSet>::all(client.clone()), config.clone())
@@ -382,7 +339,15 @@ pub async fn run(ctx: Arc<Context>) {
             Api::<HorizontalPodAutoscaler>::all(client.clone()),
             config.clone(),
         )
-        .owns(Api::<PodDisruptionBudget>::all(client), config)
+        .owns(
+            Api::<PodDisruptionBudget>::all(client.clone()),
+            config.clone(),
+        );
+    if ctx.keda {
+        controller = controller.owns(Api::<ScaledObject>::all(client), config);
+    }
+    let _ = ctx.restreams.set(controller.store());
+    controller
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
@@ -605,6 +570,11 @@ mod tests {
         assert_eq!(action, Action::requeue(Duration::from_secs(10)));
     }
 
+    fn not_found() -> serde_json::Value {
+        serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                           "reason": "NotFound", "code": 404})
+    }
+
     /// What the API server keeps of the Deployment, and what the
     /// HorizontalPodAutoscaler does to it between two reconciles.
     struct LiveDeployment(serde_json::Value);
@@ -664,6 +634,7 @@ mod tests {
             let seen = server
                 .next(|seen| match seen.method {
                     http::Method::POST => (201, seen.body.clone()),
+                    http::Method::DELETE => (404, not_found()),
                     _ if seen.path.ends_with("/status") => {
                         (200, serde_json::to_value(restream).unwrap())
                     }
@@ -861,17 +832,12 @@ mod rbac_tests {
         // The same event twice: the second is a patch of the first.
         let (ctx, mut server) = Context::test();
         let publisher = tokio::spawn(async move {
-            let recorder = Recorder::new(ctx.client.clone(), ctx.reporter.clone());
-            let event = Event {
-                type_: EventType::Warning,
-                reason: "InvalidSpec".into(),
-                note: Some("again".into()),
-                action: "Reconcile".into(),
-                secondary: None,
-            };
-            let reference = Restream::test().object_ref(&());
-            recorder.publish(&event, &reference).await.unwrap();
-            recorder.publish(&event, &reference).await.unwrap();
+            let restream = Restream::test();
+            for _ in 0..2 {
+                publish(&ctx, &restream, EventType::Warning, "InvalidSpec", "again")
+                    .await
+                    .unwrap();
+            }
         });
         seen.push(server.next(|request| (201, request.body.clone())).await);
         seen.push(server.next(|request| (200, request.body.clone())).await);

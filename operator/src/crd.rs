@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{ResourceRequirements, Toleration};
+use k8s_openapi::api::core::v1::{ResourceRequirements, Toleration, TopologySpreadConstraint};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::CustomResource;
@@ -29,12 +29,27 @@ use serde::{Deserialize, Serialize};
     shortname = "rst",
     printcolumn = r#"{"name":"Streams","type":"integer","jsonPath":".status.streams"}"#,
     printcolumn = r#"{"name":"Replicas","type":"integer","jsonPath":".status.replicas"}"#,
+    printcolumn = r#"{"name":"Desired","type":"integer","jsonPath":".status.desiredReplicas","description":"What the autoscaler wants"}"#,
     printcolumn = r#"{"name":"Ready","type":"integer","jsonPath":".status.readyReplicas"}"#,
+    printcolumn = r#"{"name":"Status","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason","description":"Why the Restream is or is not ready"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "self.limits.maxConnections == 0 || self.limits.softConnections <= self.limits.maxConnections",
+     "message": "limits.softConnections must not exceed limits.maxConnections"},
+    {"rule": "self.scaling.minReplicas <= self.scaling.maxReplicas",
+     "message": "scaling.minReplicas must not exceed scaling.maxReplicas"},
+    {"rule": "!self.apis.control || has(self.authentication)",
+     "message": "the control API needs authentication"},
+    {"rule": "!self.scaling.keda || has(self.scaling.prometheusAddress)",
+     "message": "scaling.keda needs scaling.prometheusAddress"},
+    {"rule": "!has(self.service.externalTrafficPolicy) || self.service.type != 'ClusterIP'",
+     "message": "service.externalTrafficPolicy needs a NodePort or LoadBalancer service"}
+]))]
 pub struct RestreamSpec {
     /// The channels served, at least one.
+    #[schemars(length(min = 1))]
     pub streams: Vec<StreamSpec>,
     /// Connection limits of each data-plane pod.
     #[serde(default)]
@@ -76,37 +91,50 @@ pub struct RestreamSpec {
 
 /// The origin tier.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct Tiers {
     /// Origin pods (a StatefulSet); each pulls every channel once. Two or
     /// more, so that edges can fail over; at most 32 (every edge lists
     /// every origin as an upstream of every channel).
-    #[serde(default = "two")]
+    #[schemars(range(min = 1, max = MAX_ORIGINS))]
     pub origins: i32,
     /// CPU and memory of the origin pods.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub origin_resources: Option<ResourceRequirements>,
 }
 
-fn two() -> i32 {
-    2
+impl Default for Tiers {
+    fn default() -> Self {
+        Tiers {
+            origins: 2,
+            origin_resources: None,
+        }
+    }
 }
 
 /// The most origins a Restream may have: every edge's config lists each
 /// origin for each channel, and a ConfigMap holds at most 1 MiB.
 pub const MAX_ORIGINS: i32 = 32;
 
+/// The schema's pattern of a channel path, as [`check_stream_path`].
+const STREAM_PATH_PATTERN: &str = "^/[A-Za-z0-9._~!$&'()*+,;=:@/-]*$";
+/// The schema's pattern of an upstream URL: the schemes the data plane reads.
+const UPSTREAM_PATTERN: &str = "^(file|http|https|tcp|udp|unix|unixgram|unixpacket|fork):";
+
 /// One channel.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StreamSpec {
     /// A name for the channel, used in logs and metrics labels.
+    #[schemars(regex(pattern = "^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"))]
     pub name: String,
     /// The HTTP path the channel is served at, starting with `/`, e.g.
     /// `/news.ts`.
+    #[schemars(regex(pattern = STREAM_PATH_PATTERN))]
     pub path: String,
     /// Upstream URLs (http, https, tcp, udp, unix, file, fork), tried in
     /// turn: the first that connects is used, the next one on failure.
+    #[schemars(length(min = 1), inner(regex(pattern = UPSTREAM_PATTERN)))]
     pub upstreams: Vec<String>,
     /// Network interface to join multicast groups on (udp upstreams).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -115,103 +143,70 @@ pub struct StreamSpec {
 
 /// Connection limits per pod.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct Limits {
     /// Soft limit: at this many stream clients a pod reports itself full;
     /// the autoscaler keeps pods below it. 0 = none.
-    #[serde(default = "default_soft")]
     pub soft_connections: u32,
     /// Hard limit: past this many stream clients a pod refuses new ones
     /// and reports not ready. 0 = none.
-    #[serde(default = "default_hard")]
     pub max_connections: u32,
-}
-
-fn default_soft() -> u32 {
-    800
-}
-fn default_hard() -> u32 {
-    1000
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            soft_connections: default_soft(),
-            max_connections: default_hard(),
+            soft_connections: 800,
+            max_connections: 1000,
         }
     }
 }
 
 /// Buffer sizes, in 188-byte packets, and batching.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct Buffers {
     /// Per-stream input buffer (also the kernel receive buffer of UDP
     /// upstreams), in packets.
-    #[serde(default = "default_input")]
+    #[schemars(range(min = 1))]
     pub input_packets: u32,
     /// How far a client may fall behind before it loses packets, in
     /// packets. Costs no memory per client.
-    #[serde(default = "default_output")]
+    #[schemars(range(min = 1))]
     pub output_packets: u32,
     /// Longest time received packets wait to be sent in a batch, in ms.
-    #[serde(default = "default_flush")]
     pub flush_milliseconds: u32,
-}
-
-fn default_input() -> u32 {
-    1000
-}
-fn default_output() -> u32 {
-    400
-}
-fn default_flush() -> u32 {
-    10
 }
 
 impl Default for Buffers {
     fn default() -> Self {
         Buffers {
-            input_packets: default_input(),
-            output_packets: default_output(),
-            flush_milliseconds: default_flush(),
+            input_packets: 1000,
+            output_packets: 400,
+            flush_milliseconds: 10,
         }
     }
 }
 
 /// Upstream timeouts and reconnection, in seconds.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct UpstreamSettings {
     /// Connect timeout; 0 = none.
-    #[serde(default = "default_connect_timeout")]
     pub connect_timeout_seconds: u32,
     /// Drop an upstream silent for this long and fail over; 0 = never.
-    #[serde(default = "default_read_timeout")]
     pub read_timeout_seconds: u32,
     /// Minimum time between rounds of connection attempts; 0 = never
     /// reconnect.
-    #[serde(default = "default_reconnect")]
     pub reconnect_seconds: u32,
-}
-
-fn default_connect_timeout() -> u32 {
-    5
-}
-fn default_read_timeout() -> u32 {
-    10
-}
-fn default_reconnect() -> u32 {
-    2
 }
 
 impl Default for UpstreamSettings {
     fn default() -> Self {
         UpstreamSettings {
-            connect_timeout_seconds: default_connect_timeout(),
-            read_timeout_seconds: default_read_timeout(),
-            reconnect_seconds: default_reconnect(),
+            connect_timeout_seconds: 5,
+            read_timeout_seconds: 10,
+            reconnect_seconds: 2,
         }
     }
 }
@@ -219,24 +214,16 @@ impl Default for UpstreamSettings {
 /// The built-in APIs each pod serves (`/metrics`, `/healthz` and `/readyz`
 /// are always served on the admin port).
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct Apis {
     /// `/health`: status, viewers, limits, bandwidth (JSON).
-    #[serde(default = "yes")]
     pub health: bool,
     /// `/statistics`: totals and rates, global and per stream (JSON).
-    #[serde(default = "yes")]
     pub statistics: bool,
     /// `/check/<stream name>`: 200 while the stream's upstream is connected.
-    #[serde(default = "yes")]
     pub check: bool,
     /// `/control/<stream name>?offline|online`; requires `authentication`.
-    #[serde(default)]
     pub control: bool,
-}
-
-fn yes() -> bool {
-    true
 }
 
 /// Where the APIs are served. Stream paths may not take these, whether or
@@ -265,9 +252,9 @@ impl Default for Apis {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AuthenticationSpec {
-    /// `basic` or `bearer`.
-    #[serde(default = "default_auth_type", rename = "type")]
-    pub kind: String,
+    /// `basic` (a user name and password) or `bearer` (a token).
+    #[serde(default, rename = "type")]
+    pub kind: AuthenticationKind,
     /// The realm shown to clients.
     #[serde(default = "default_realm")]
     pub realm: String,
@@ -283,9 +270,6 @@ pub struct AuthenticationSpec {
     pub streams: bool,
 }
 
-fn default_auth_type() -> String {
-    "basic".into()
-}
 fn default_realm() -> String {
     "restreamer".into()
 }
@@ -293,108 +277,231 @@ fn default_secret_key() -> String {
     "users.json".into()
 }
 
+/// How clients authenticate.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthenticationKind {
+    /// HTTP Basic: a user name and password.
+    #[default]
+    Basic,
+    /// A bearer token (the password) in the `Authorization` header.
+    Bearer,
+}
+
 /// An HTTP GET sent on an event.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NotificationSpec {
     /// `limit_hit`, `limit_miss` or `heartbeat`.
-    pub event: String,
+    pub event: NotificationEvent,
     /// The URL to GET (http or https).
+    #[schemars(regex(pattern = "^https?://"))]
     pub url: String,
 }
 
+/// The data plane's notification events.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum NotificationEvent {
+    /// A pod reached its soft limit.
+    LimitHit,
+    /// A pod is below its soft limit again.
+    LimitMiss,
+    /// Every so often, while the pod runs.
+    Heartbeat,
+}
+
+impl NotificationEvent {
+    /// The event's name in the data-plane config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotificationEvent::LimitHit => "limit_hit",
+            NotificationEvent::LimitMiss => "limit_miss",
+            NotificationEvent::Heartbeat => "heartbeat",
+        }
+    }
+}
+
 /// The data-plane pods.
-#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(default, rename_all = "camelCase")]
 pub struct PodSettings {
     /// The data-plane image; default: the operator's `--image`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
     /// CPU and memory requests and limits.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
     /// Extra labels on the pods.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
     /// Extra annotations on the pods.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
     /// Node selector of the pods.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub node_selector: BTreeMap<String, String>,
     /// Tolerations of the pods.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tolerations: Vec<Toleration>,
+    /// How the pods spread over the cluster. Default: as evenly as
+    /// possible over nodes and over zones (where nodes carry
+    /// `topology.kubernetes.io/zone`), never refusing to schedule, so one
+    /// node's loss does not take every viewer. `[]` for no constraint.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub topology_spread_constraints: Option<Vec<TopologySpreadConstraint>>,
+    /// Run the pods in the node's network namespace, for multicast (UDP)
+    /// upstreams: most clusters' pod networks carry no multicast. The pods'
+    /// ports (8080, 9090) are then the node's, so at most one pod of a
+    /// hostNetwork Restream runs per node.
+    pub host_network: bool,
     /// Seconds current viewers keep being served when a pod is stopped.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub drain_seconds: Option<u32>,
+    pub drain_seconds: u32,
+    /// Seconds a stopping pod keeps serving as if nothing happened, before
+    /// its drain starts, so that its endpoint is gone from the Service (and
+    /// load balancers) first and no new viewer is sent to it. Needs
+    /// Kubernetes 1.30 or later (the `sleep` pre-stop hook). 0 = none.
+    pub pre_stop_seconds: u32,
+}
+
+impl Default for PodSettings {
+    fn default() -> Self {
+        PodSettings {
+            image: None,
+            resources: None,
+            labels: BTreeMap::new(),
+            annotations: BTreeMap::new(),
+            node_selector: BTreeMap::new(),
+            tolerations: Vec::new(),
+            topology_spread_constraints: None,
+            host_network: false,
+            drain_seconds: 5,
+            pre_stop_seconds: 5,
+        }
+    }
 }
 
 /// How the channels are exposed.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct ServiceSettings {
     /// `ClusterIP`, `NodePort` or `LoadBalancer`.
-    #[serde(default = "default_service_type", rename = "type")]
-    pub kind: String,
+    #[serde(rename = "type")]
+    pub kind: ServiceKind,
     /// The Service's port.
-    #[serde(default = "default_service_port")]
     pub port: u16,
-}
-
-fn default_service_type() -> String {
-    "ClusterIP".into()
-}
-fn default_service_port() -> u16 {
-    80
+    /// `Local` keeps viewers' addresses (in the pods' logs and per-address
+    /// limits) by sending external traffic only to pods on the node that
+    /// received it; `Cluster` (Kubernetes' default) spreads it evenly but
+    /// the pods see a node's address. NodePort and LoadBalancer only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub external_traffic_policy: Option<TrafficPolicy>,
 }
 
 impl Default for ServiceSettings {
     fn default() -> Self {
         ServiceSettings {
-            kind: default_service_type(),
-            port: default_service_port(),
+            kind: ServiceKind::ClusterIP,
+            port: 80,
+            external_traffic_policy: None,
+        }
+    }
+}
+
+/// A Service type.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum ServiceKind {
+    ClusterIP,
+    NodePort,
+    LoadBalancer,
+}
+
+impl ServiceKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceKind::ClusterIP => "ClusterIP",
+            ServiceKind::NodePort => "NodePort",
+            ServiceKind::LoadBalancer => "LoadBalancer",
+        }
+    }
+}
+
+/// A Service's `externalTrafficPolicy`.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum TrafficPolicy {
+    Cluster,
+    Local,
+}
+
+impl TrafficPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TrafficPolicy::Cluster => "Cluster",
+            TrafficPolicy::Local => "Local",
         }
     }
 }
 
 /// Autoscaling on `restreamer_connection_utilization` (connections ÷ soft
-/// limit, per pod).
+/// limit, per pod). Scaling out is fast; scaling in is slow on purpose,
+/// because every removed pod disconnects its viewers after its drain: they
+/// reconnect to the other pods.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct Scaling {
     /// Create the HorizontalPodAutoscaler. Turn off to scale by other
-    /// means (e.g. a KEDA ScaledObject on the same metric); the Deployment
-    /// then starts at `minReplicas`.
-    #[serde(default = "yes")]
+    /// means; the Deployment then runs `minReplicas` pods, set by the
+    /// operator.
     pub autoscaler: bool,
-    #[serde(default = "one")]
+    /// Scale with KEDA instead of the HorizontalPodAutoscaler: a
+    /// `keda.sh/v1alpha1` ScaledObject with a `prometheus` trigger on the
+    /// pods' utilization, read from `prometheusAddress`. Needs KEDA in the
+    /// cluster and the operator installed with `keda.enabled`.
+    pub keda: bool,
+    /// The Prometheus that scrapes the pods, for KEDA, e.g.
+    /// `http://prometheus-operated.monitoring.svc:9090`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = "^https?://"))]
+    pub prometheus_address: Option<String>,
+    #[schemars(range(min = 1))]
     pub min_replicas: i32,
-    #[serde(default = "ten")]
     pub max_replicas: i32,
     /// Average utilization of the soft limit to keep, in percent.
-    #[serde(default = "default_target")]
+    #[schemars(range(min = 1))]
     pub target_utilization_percent: u32,
-}
-
-fn one() -> i32 {
-    1
-}
-fn ten() -> i32 {
-    10
-}
-fn default_target() -> u32 {
-    80
+    /// How long the load must stay low before pods are removed, in
+    /// seconds: the highest recommendation over this window is used, so
+    /// a dip in viewers (half-time, a break) removes nothing.
+    #[schemars(range(min = 0, max = 3600))]
+    pub scale_down_stabilization_seconds: i32,
+    /// At most this many pods are removed per `scaleDownPeriodSeconds`.
+    #[schemars(range(min = 1))]
+    pub scale_down_pods: i32,
+    /// See `scaleDownPods`.
+    #[schemars(range(min = 1, max = 1800))]
+    pub scale_down_period_seconds: i32,
 }
 
 impl Default for Scaling {
     fn default() -> Self {
         Scaling {
             autoscaler: true,
-            min_replicas: one(),
-            max_replicas: ten(),
-            target_utilization_percent: default_target(),
+            keda: false,
+            prometheus_address: None,
+            min_replicas: 1,
+            max_replicas: 10,
+            target_utilization_percent: 80,
+            scale_down_stabilization_seconds: 600,
+            scale_down_pods: 1,
+            scale_down_period_seconds: 300,
         }
+    }
+}
+
+impl Scaling {
+    /// Whether something other than the operator sets the replica count.
+    pub fn autoscaled(&self) -> bool {
+        self.autoscaler || self.keda
     }
 }
 
@@ -417,6 +524,10 @@ pub struct RestreamStatus {
     /// Data-plane pods ready for viewers.
     #[serde(default)]
     pub ready_replicas: i32,
+    /// The pods the autoscaler wants (its `desiredReplicas`); absent
+    /// without the operator's HorizontalPodAutoscaler.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desired_replicas: Option<i32>,
     /// Hash of the data-plane config in force (as in the pods'
     /// `restreamer_config_info` metric).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -480,11 +591,7 @@ impl RestreamSpec {
             }
         }
         for (i, notification) in self.notifications.iter().enumerate() {
-            use restreamer::config::{check_notification_event, check_notification_url};
-            if let Err(message) = check_notification_event(&notification.event) {
-                problems.push(format!("spec.notifications[{i}].event: {message}"));
-            }
-            if let Err(message) = check_notification_url(&notification.url) {
+            if let Err(message) = restreamer::config::check_notification_url(&notification.url) {
                 problems.push(format!("spec.notifications[{i}].url: {message}"));
             }
         }
@@ -521,22 +628,46 @@ impl RestreamSpec {
         if self.apis.control && self.authentication.is_none() {
             problems.push("spec.apis.control: the control API needs spec.authentication".into());
         }
-        if !matches!(
-            self.service.kind.as_str(),
-            "ClusterIP" | "NodePort" | "LoadBalancer"
-        ) {
+        if self.service.external_traffic_policy.is_some()
+            && self.service.kind == ServiceKind::ClusterIP
+        {
+            problems.push(
+                "spec.service.externalTrafficPolicy: needs a NodePort or LoadBalancer service"
+                    .into(),
+            );
+        }
+        if self.scaling.keda && self.scaling.prometheus_address.is_none() {
+            problems.push(
+                "spec.scaling.prometheusAddress: KEDA needs the Prometheus that scrapes the pods"
+                    .into(),
+            );
+        }
+        for (field, value) in [
+            (
+                "targetUtilizationPercent",
+                self.scaling.target_utilization_percent as i64,
+            ),
+            ("scaleDownPods", self.scaling.scale_down_pods.into()),
+            (
+                "scaleDownPeriodSeconds",
+                self.scaling.scale_down_period_seconds.into(),
+            ),
+        ] {
+            if value < 1 {
+                problems.push(format!("spec.scaling.{field}: must be at least 1"));
+            }
+        }
+        if !(0..=3600).contains(&self.scaling.scale_down_stabilization_seconds) {
             problems.push(format!(
-                "spec.service.type: {:?} is not ClusterIP, NodePort or LoadBalancer",
-                self.service.kind
+                "spec.scaling.scaleDownStabilizationSeconds: {} must be from 0 to 3600",
+                self.scaling.scale_down_stabilization_seconds
             ));
         }
-        if let Some(auth) = &self.authentication {
-            if !matches!(auth.kind.as_str(), "basic" | "bearer") {
-                problems.push(format!(
-                    "spec.authentication.type: {:?} is not basic or bearer",
-                    auth.kind
-                ));
-            }
+        if self.scaling.scale_down_period_seconds > 1800 {
+            problems.push(format!(
+                "spec.scaling.scaleDownPeriodSeconds: {} is over the autoscaler's 1800",
+                self.scaling.scale_down_period_seconds
+            ));
         }
         if problems.is_empty() {
             Ok(())
@@ -575,45 +706,10 @@ fn is_dns_label(name: &str) -> bool {
         && !name.ends_with('-')
 }
 
-/// The CRD, with the CEL validations that the schema types cannot carry.
+/// The CRD. Its validations are on the types above (schemars
+/// attributes), so that the schema and the checks of
+/// [`RestreamSpec::validate`] sit side by side.
 pub fn crd() -> CustomResourceDefinition {
     use kube::CustomResourceExt;
-    let mut crd = Restream::crd();
-    let version = &mut crd.spec.versions[0];
-    let schema = version
-        .schema
-        .as_mut()
-        .and_then(|s| s.open_api_v3_schema.as_mut())
-        .expect("the derived CRD has a schema");
-    let mut json = serde_json::to_value(&*schema).expect("a schema serialises");
-    let spec = &mut json["properties"]["spec"];
-    spec["x-kubernetes-validations"] = serde_json::json!([
-        {"rule": "self.limits.maxConnections == 0 || self.limits.softConnections <= self.limits.maxConnections",
-         "message": "limits.softConnections must not exceed limits.maxConnections"},
-        {"rule": "self.scaling.minReplicas <= self.scaling.maxReplicas",
-         "message": "scaling.minReplicas must not exceed scaling.maxReplicas"},
-        {"rule": "!self.apis.control || has(self.authentication)",
-         "message": "the control API needs authentication"}
-    ]);
-    spec["properties"]["streams"]["minItems"] = 1.into();
-    let stream = &mut spec["properties"]["streams"]["items"];
-    // As `check_stream_path`.
-    stream["properties"]["path"]["pattern"] = "^/[A-Za-z0-9._~!$&'()*+,;=:@/-]*$".into();
-    stream["properties"]["name"]["pattern"] = "^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$".into();
-    stream["properties"]["upstreams"]["minItems"] = 1.into();
-    stream["properties"]["upstreams"]["items"]["pattern"] =
-        "^(file|http|https|tcp|udp|unix|unixgram|unixpacket|fork):".into();
-    for field in ["inputPackets", "outputPackets"] {
-        spec["properties"]["buffers"]["properties"][field]["minimum"] = 1.into();
-    }
-    spec["properties"]["scaling"]["properties"]["minReplicas"]["minimum"] = 1.into();
-    spec["properties"]["tiers"]["properties"]["origins"]["minimum"] = 1.into();
-    spec["properties"]["tiers"]["properties"]["origins"]["maximum"] = MAX_ORIGINS.into();
-    let notification = &mut spec["properties"]["notifications"]["items"]["properties"];
-    notification["event"]["enum"] = serde_json::json!(["limit_hit", "limit_miss", "heartbeat"]);
-    notification["url"]["pattern"] = "^https?://".into();
-    spec["properties"]["service"]["properties"]["type"]["enum"] =
-        serde_json::json!(["ClusterIP", "NodePort", "LoadBalancer"]);
-    *schema = serde_json::from_value(json).expect("the schema stays valid");
-    crd
+    Restream::crd()
 }

@@ -133,6 +133,15 @@ fn merge(target: &mut serde_json::Value, extra: &serde_json::Value) {
 impl Context {
     /// A context whose client talks to a verifier instead of a cluster.
     pub fn test() -> (Arc<Context>, ApiServerVerifier) {
+        Context::test_with(false)
+    }
+
+    /// The same, for an operator installed with KEDA support.
+    pub fn test_with_keda() -> (Arc<Context>, ApiServerVerifier) {
+        Context::test_with(true)
+    }
+
+    fn test_with(keda: bool) -> (Arc<Context>, ApiServerVerifier) {
         let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
         let client = Client::new(service, "default");
         let reporter = kube::runtime::events::Reporter {
@@ -144,6 +153,7 @@ impl Context {
             Arc::new(Metrics::default()),
             reporter,
             "restreamer:test".into(),
+            keda,
         );
         (Arc::new(ctx), ApiServerVerifier(handle))
     }

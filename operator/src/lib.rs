@@ -1,8 +1,12 @@
 //! `restreamer-operator`: the Kubernetes controller for `Restream`
-//! resources.
+//! resources. Dependencies point one way: `crd` ← `render` ← `status` ←
+//! `controller` ← `main`; `metrics`, `leader` and `plan` stand alone.
 //!
 //! - [`crd`]: the resource, its schema and validation;
-//! - [`render`]: a Restream to the objects that run it (pure);
+//! - [`render`]: a Restream to the objects that run it (pure), one builder
+//!   per object;
+//! - [`status`]: the Restream's status and conditions from what a
+//!   reconcile saw (pure);
 //! - [`controller`]: the `Context`, `reconcile` and `error_policy`;
 //! - [`leader`]: leader election on a Lease;
 //! - [`metrics`]: the operator's own metrics;
@@ -14,6 +18,7 @@ pub mod leader;
 pub mod metrics;
 pub mod plan;
 pub mod render;
+pub mod status;
 
 #[cfg(test)]
 mod fixtures;

@@ -71,6 +71,10 @@ enum Command {
         /// This replica's identity in the Lease.
         #[arg(long, env = "POD_NAME", default_value = "restreamer-operator")]
         identity: String,
+        /// KEDA is installed: watch and manage ScaledObjects for Restreams
+        /// with `spec.scaling.keda` (needs RBAC for `keda.sh`).
+        #[arg(long, env = "RESTREAMER_KEDA")]
+        keda: bool,
     },
 }
 
@@ -127,6 +131,7 @@ fn main() -> anyhow::Result<()> {
             leader_election_lease,
             namespace,
             identity,
+            keda,
         } => {
             tracing_subscriber::fmt()
                 .json()
@@ -148,7 +153,7 @@ fn main() -> anyhow::Result<()> {
                     controller: "restreamer-operator".into(),
                     instance: Some(identity),
                 };
-                let ctx = Arc::new(Context::new(client, metrics, reporter, image));
+                let ctx = Arc::new(Context::new(client, metrics, reporter, image, keda));
                 controller::run(ctx).await;
                 anyhow::Ok(())
             })

@@ -102,7 +102,10 @@ fn the_crd_documents_its_fields_and_carries_the_validations() {
         .iter()
         .map(|c| c["name"].as_str().unwrap())
         .collect();
-    assert_eq!(columns, ["Streams", "Replicas", "Ready", "Age"]);
+    assert_eq!(
+        columns,
+        ["Streams", "Replicas", "Desired", "Ready", "Status", "Age"]
+    );
     assert!(version["subresources"]["status"].is_mapping());
 }
 
