@@ -3,8 +3,9 @@
 # official Kubernetes schemas, offline, with kubernetes-validate (PyPI):
 # the CRD, deploy/, the Helm chart rendered with default and with all
 # options, and what the operator renders for each example Restream.
-# Objects of other operators' CRDs (Restream, ServiceMonitor, PodMonitor)
-# have no official schema and are left out.
+# Objects of other operators' CRDs (Restream, ServiceMonitor, PodMonitor,
+# KEDA's ScaledObject) have no official schema and are left out (the
+# ScaledObject's shape is tested in operator/src/render/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m kubernetes_validate --version >/dev/null 2>&1 \
@@ -15,7 +16,8 @@ out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 
 cargo build -q -p restreamer-operator
-for example in operator/yaml/instance-good.yaml deploy/examples/restream.yaml; do
+for example in operator/yaml/instance-good.yaml operator/yaml/instance-tiered.yaml \
+    operator/yaml/instance-keda.yaml deploy/examples/restream.yaml; do
     target/debug/restreamer-operator render -f "$example" > "$out/rendered-$(basename "$example")"
 done
 "$helm" lint helm/restreamer
@@ -28,7 +30,7 @@ if "$helm" template restreamer helm/restreamer --set operator.replicas=two >/dev
     echo "values.schema.json accepted operator.replicas=two"; exit 1
 fi
 
-python3 - "$out" crds/restream.yaml deploy/restreamer.yaml "$out"/*.yaml <<'PY'
+python3 - "$out" crds/restream.yaml deploy/restreamer.yaml deploy/keda/restreamer.yaml "$out"/*.yaml <<'PY'
 import sys, yaml, pathlib
 out = pathlib.Path(sys.argv[1])
 kept = []
@@ -36,7 +38,7 @@ for name in sys.argv[2:]:
     for doc in yaml.safe_load_all(open(name)):
         if not doc:
             continue
-        if doc.get("kind") == "Restream" or doc.get("apiVersion", "").startswith("monitoring.coreos.com/"):
+        if doc.get("kind") == "Restream" or doc.get("apiVersion", "").startswith(("monitoring.coreos.com/", "keda.sh/")):
             continue
         kept.append(doc)
 (out / "all").mkdir()

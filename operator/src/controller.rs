@@ -691,6 +691,181 @@ mod tests {
         assert_eq!(status.replicas, 2);
     }
 
+    #[tokio::test]
+    async fn two_identical_events_become_one_series() {
+        let (ctx, mut server) = Context::test();
+        let publisher = tokio::spawn({
+            let ctx = Arc::clone(&ctx);
+            async move {
+                let restream = Restream::illegal();
+                for _ in 0..2 {
+                    publish(
+                        &ctx,
+                        &restream,
+                        EventType::Warning,
+                        "InvalidSpec",
+                        "bad upstream",
+                    )
+                    .await
+                    .unwrap();
+                }
+            }
+        });
+        let first = server.expect_event("media").await;
+        let name = first.body["metadata"]["name"].as_str().unwrap().to_string();
+        let second = server.next(|seen| (200, seen.body.clone())).await;
+        publisher.await.unwrap();
+        assert_eq!(
+            (second.method.as_str(), second.path.as_str()),
+            (
+                "PATCH",
+                format!("/apis/events.k8s.io/v1/namespaces/media/events/{name}").as_str()
+            ),
+            "the repeat updates the first Event instead of creating another"
+        );
+        assert_eq!(second.body["series"]["count"], 2);
+        assert_eq!(second.body["reason"], "InvalidSpec");
+    }
+
+    #[tokio::test]
+    async fn failures_of_deleted_restreams_are_forgotten() {
+        let (ctx, _server) = Context::test();
+        let (store, mut writer) = kube::runtime::reflector::store::<Restream>();
+        let kept = Restream::test();
+        let mut deleted = Restream::tiered();
+        deleted.metadata.name = Some("gone".into());
+        writer.apply_watcher_event(&watcher::Event::Apply(kept.clone()));
+        writer.apply_watcher_event(&watcher::Event::Apply(deleted.clone()));
+        ctx.restreams.set(store).ok().unwrap();
+        let error = || Error::Render(RenderError::InvalidConfig("x".into()));
+        error_policy(Arc::new(kept.clone()), &error(), Arc::clone(&ctx));
+        error_policy(Arc::new(deleted.clone()), &error(), Arc::clone(&ctx));
+        assert_eq!(ctx.failures.lock().unwrap().len(), 2);
+
+        writer.apply_watcher_event(&watcher::Event::Delete(deleted.clone()));
+        let action = error_policy(Arc::new(kept.clone()), &error(), Arc::clone(&ctx));
+        assert_eq!(
+            action,
+            Action::requeue(Duration::from_secs(10)),
+            "the second failure"
+        );
+        let failures = ctx.failures.lock().unwrap();
+        assert_eq!(failures.len(), 1, "{failures:?}");
+        assert_eq!(failures.get(&kept.uid().unwrap()), Some(&2));
+    }
+
+    #[tokio::test]
+    async fn a_restream_recreated_under_the_same_name_backs_off_afresh() {
+        let (ctx, _server) = Context::test();
+        let error = Error::Render(RenderError::InvalidConfig("x".into()));
+        let first = Restream::test();
+        for _ in 0..3 {
+            error_policy(Arc::new(first.clone()), &error, Arc::clone(&ctx));
+        }
+        let mut again = Restream::test();
+        again.metadata.uid = Some("5b3c6f1e-0000-4000-8000-0000000000ff".into());
+        assert_eq!(
+            error_policy(Arc::new(again), &error, ctx),
+            Action::requeue(Duration::from_secs(5))
+        );
+    }
+
+    fn keda_restream() -> Restream {
+        let mut restream: Restream =
+            serde_yaml::from_str(include_str!("../yaml/instance-keda.yaml")).unwrap();
+        restream.metadata.uid = Some("5b3c6f1e-0000-4000-8000-000000000004".into());
+        restream.metadata.generation = Some(1);
+        restream
+    }
+
+    #[tokio::test]
+    async fn keda_from_an_operator_without_it_is_refused_naming_the_setting() {
+        let (ctx, mut server) = Context::test();
+        let reconciler = tokio::spawn(reconcile(Arc::new(keda_restream()), Arc::clone(&ctx)));
+        let event = server.expect_event("media").await;
+        let note = event.body["note"].as_str().unwrap();
+        assert!(
+            note.contains("spec.scaling.keda: the operator runs without KEDA support")
+                && note.contains("keda.enabled=true"),
+            "{note}"
+        );
+        let status = server
+            .expect_apply(
+                "/apis/restreamer.io/v1alpha1/namespaces/media/restreams/tv/status",
+                serde_json::to_value(keda_restream()).unwrap(),
+            )
+            .await;
+        assert_eq!(status.body["status"]["conditions"][2]["type"], "Degraded");
+        assert_eq!(status.body["status"]["conditions"][2]["status"], "True");
+        assert_eq!(reconciler.await.unwrap().unwrap(), Action::await_change());
+    }
+
+    #[tokio::test]
+    async fn with_keda_the_scaled_object_is_applied_and_the_hpa_removed() {
+        let (ctx, mut server) = Context::test_with_keda();
+        let restream = keda_restream();
+        let reconciler = tokio::spawn(reconcile(Arc::new(restream.clone()), Arc::clone(&ctx)));
+        let mut requests = Vec::new();
+        loop {
+            let seen = server
+                .next(|seen| match seen.method {
+                    http::Method::DELETE => (
+                        200,
+                        serde_json::json!({"kind": "Status",
+                        "apiVersion": "v1", "status": "Success", "code": 200}),
+                    ),
+                    http::Method::POST => (201, seen.body.clone()),
+                    _ if seen.path.ends_with("/status") => {
+                        (200, serde_json::to_value(&restream).unwrap())
+                    }
+                    _ => (200, seen.body.clone()),
+                })
+                .await;
+            let done = seen.method == http::Method::POST;
+            requests.push(seen);
+            if done {
+                break;
+            }
+        }
+        reconciler.await.unwrap().expect("reconcile succeeds");
+        let calls: Vec<(&str, &str)> = requests
+            .iter()
+            .map(|s| (s.method.as_str(), s.path.as_str()))
+            .collect();
+        assert_eq!(
+            calls,
+            [
+                ("PATCH", "/api/v1/namespaces/media/configmaps/tv-config"),
+                ("PATCH", "/apis/apps/v1/namespaces/media/deployments/tv"),
+                ("PATCH", "/api/v1/namespaces/media/services/tv"),
+                (
+                    "PATCH",
+                    "/apis/keda.sh/v1alpha1/namespaces/media/scaledobjects/tv"
+                ),
+                (
+                    "PATCH",
+                    "/apis/policy/v1/namespaces/media/poddisruptionbudgets/tv"
+                ),
+                (
+                    "DELETE",
+                    "/apis/autoscaling/v2/namespaces/media/horizontalpodautoscalers/tv"
+                ),
+                (
+                    "PATCH",
+                    "/apis/restreamer.io/v1alpha1/namespaces/media/restreams/tv/status"
+                ),
+                ("POST", "/apis/events.k8s.io/v1/namespaces/media/events"),
+            ]
+        );
+        assert!(
+            requests[1].body["spec"].get("replicas").is_none(),
+            "KEDA owns the count"
+        );
+        let scaled = &requests[3].body;
+        assert_eq!(scaled["kind"], "ScaledObject");
+        assert_eq!(scaled["spec"]["triggers"][0]["type"], "prometheus");
+    }
+
     #[test]
     fn backoff_doubles_up_to_five_minutes() {
         let delays: Vec<u64> = (1..=9).map(|n| backoff(n).as_secs()).collect();
@@ -742,6 +917,7 @@ mod rbac_tests {
                 vec!["patch", "create"]
             }
             "PATCH" => vec!["patch"],
+            "DELETE" => vec!["delete"],
             other => panic!("unexpected method {other}"),
         };
         verbs
@@ -750,9 +926,10 @@ mod rbac_tests {
             .collect()
     }
 
-    fn granted() -> BTreeSet<Permission> {
-        let path =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/restreamer.yaml");
+    fn granted(file: &str) -> BTreeSet<Permission> {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join(file);
         let text = std::fs::read_to_string(path).unwrap();
         let mut granted = BTreeSet::new();
         for document in serde_yaml::Deserializer::from_str(&text) {
@@ -781,13 +958,54 @@ mod rbac_tests {
         granted
     }
 
-    #[tokio::test]
-    async fn rbac_covers_every_call_the_operator_makes_and_nothing_more() {
-        let mut seen: Vec<Seen> = Vec::new();
+    /// Records every request of one reconcile, answering as the API
+    /// server would: applies echoed (with the Restream's fields for its
+    /// status), events created, deletions of what is already gone.
+    async fn record_reconcile_on(
+        ctx: Arc<Context>,
+        mut server: crate::fixtures::ApiServerVerifier,
+        restream: Restream,
+    ) -> Vec<Seen> {
+        let mut seen = Vec::new();
+        let answer = serde_json::to_value(&restream).unwrap();
+        let mut reconciler = tokio::spawn(reconcile(Arc::new(restream), ctx));
+        loop {
+            let answer = answer.clone();
+            tokio::select! {
+                biased;
+                result = &mut reconciler => {
+                    result.unwrap().expect("reconcile succeeds");
+                    return seen;
+                }
+                request = server.next(move |request| match request.method {
+                    http::Method::DELETE => (404, serde_json::json!({"kind": "Status",
+                        "apiVersion": "v1", "code": 404, "status": "Failure", "reason": "NotFound"})),
+                    http::Method::POST => (201, request.body.clone()),
+                    _ => {
+                        let mut reply = request.body.clone();
+                        if let (Some(reply), Some(extra)) = (reply.as_object_mut(), answer.as_object()) {
+                            for (key, value) in extra {
+                                if key != "status" {
+                                    reply.entry(key.clone()).or_insert(value.clone());
+                                }
+                            }
+                        }
+                        (200, reply)
+                    }
+                }) => seen.push(request),
+            }
+        }
+    }
 
-        // The controller's watches: answer the lists with nothing and the
-        // watches with an empty stream, and record the first few seconds.
-        let (ctx, mut server) = Context::test();
+    /// The controller's watches: answers the lists with nothing and the
+    /// watches with an empty stream, and records the first moments.
+    async fn record_watches(keda: bool) -> Vec<Seen> {
+        let (ctx, mut server) = if keda {
+            Context::test_with_keda()
+        } else {
+            Context::test()
+        };
+        let mut seen = Vec::new();
         let controller = tokio::spawn(run(Arc::clone(&ctx)));
         let deadline = tokio::time::Instant::now() + Duration::from_millis(1500);
         while let Ok(request) = tokio::time::timeout_at(
@@ -800,34 +1018,23 @@ mod rbac_tests {
             seen.push(request);
         }
         controller.abort();
+        seen
+    }
+
+    #[tokio::test]
+    async fn rbac_covers_every_call_the_operator_makes_and_nothing_more() {
+        let mut seen: Vec<Seen> = record_watches(false).await;
 
         // A reconcile that applies everything, tiers included (and
         // publishes an event): 3 origin objects, 5 edge objects, the
         // status, the event.
-        let (ctx, mut server) = Context::test();
-        let restream = Restream::tiered();
-        let reconciler = tokio::spawn(reconcile(Arc::new(restream.clone()), Arc::clone(&ctx)));
-        for _ in 0..10 {
-            let answer = serde_json::to_value(&restream).unwrap();
-            seen.push(
-                server
-                    .next(move |request| {
-                        let mut reply = request.body.clone();
-                        if let (Some(reply), Some(extra)) =
-                            (reply.as_object_mut(), answer.as_object())
-                        {
-                            for (key, value) in extra {
-                                if key != "status" {
-                                    reply.entry(key.clone()).or_insert(value.clone());
-                                }
-                            }
-                        }
-                        (200, reply)
-                    })
-                    .await,
-            );
-        }
-        reconciler.await.unwrap().unwrap();
+        let (ctx, server) = Context::test();
+        seen.extend(record_reconcile_on(ctx, server, Restream::tiered()).await);
+        // One without an autoscaler: the HPA is deleted.
+        let mut fixed = Restream::test();
+        fixed.spec.scaling.autoscaler = false;
+        let (ctx, server) = Context::test();
+        seen.extend(record_reconcile_on(ctx, server, fixed).await);
 
         // The same event twice: the second is a patch of the first.
         let (ctx, mut server) = Context::test();
@@ -865,13 +1072,41 @@ mod rbac_tests {
         elector.await.unwrap().unwrap();
 
         let needed: BTreeSet<Permission> = seen.iter().flat_map(permissions).collect();
-        let granted = granted();
-        let missing: Vec<_> = needed.difference(&granted).collect();
-        let unused: Vec<_> = granted.difference(&needed).collect();
-        assert!(missing.is_empty(), "the RBAC lacks {missing:?}");
+        assert_exactly(
+            &needed,
+            &granted("deploy/restreamer.yaml"),
+            "deploy/restreamer.yaml",
+        );
+
+        // With KEDA (deploy/keda/, the chart's keda.enabled): its watch,
+        // a Restream scaled by KEDA (ScaledObject applied, HPA deleted),
+        // and one that is not (its ScaledObject deleted).
+        let mut with_keda = needed.clone();
+        let mut keda_seen = record_watches(true).await;
+        let restream: Restream =
+            serde_yaml::from_str(include_str!("../yaml/instance-keda.yaml")).unwrap();
+        let (ctx, server) = Context::test_with_keda();
+        keda_seen.extend(record_reconcile_on(ctx, server, restream).await);
+        let (ctx, server) = Context::test_with_keda();
+        keda_seen.extend(record_reconcile_on(ctx, server, Restream::test()).await);
+        assert!(keda_seen
+            .iter()
+            .any(|s| s.path == "/apis/keda.sh/v1alpha1/namespaces/media/scaledobjects/tv"));
+        with_keda.extend(keda_seen.iter().flat_map(permissions));
+        assert_exactly(
+            &with_keda,
+            &granted("deploy/keda/restreamer.yaml"),
+            "deploy/keda/restreamer.yaml",
+        );
+    }
+
+    fn assert_exactly(needed: &BTreeSet<Permission>, granted: &BTreeSet<Permission>, file: &str) {
+        let missing: Vec<_> = needed.difference(granted).collect();
+        let unused: Vec<_> = granted.difference(needed).collect();
+        assert!(missing.is_empty(), "the RBAC of {file} lacks {missing:?}");
         assert!(
             unused.is_empty(),
-            "the RBAC grants more than is used: {unused:?}"
+            "the RBAC of {file} grants more than is used: {unused:?}"
         );
     }
 }

@@ -180,3 +180,22 @@ fn the_deploy_example_renders() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+#[test]
+fn the_keda_example_renders_a_scaled_object_instead_of_the_hpa() {
+    let output = operator()
+        .args(["render", "-f"])
+        .arg(root().join("operator/yaml/instance-keda.yaml"))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = String::from_utf8(output.stdout).unwrap();
+    assert!(text.contains("apiVersion: keda.sh/v1alpha1\nkind: ScaledObject\n"));
+    assert!(!text.contains("kind: HorizontalPodAutoscaler"));
+    assert!(text.contains("hostNetwork: true"));
+    assert!(text.contains("externalTrafficPolicy: Local"));
+}
