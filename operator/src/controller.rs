@@ -615,8 +615,9 @@ mod tests {
     async fn reconcile_with(
         restream: &Restream,
         live: &mut LiveDeployment,
-    ) -> (Seen, RestreamStatus) {
+    ) -> (Seen, RestreamStatus, Vec<String>) {
         let (ctx, mut server) = Context::test();
+        let mut deleted = Vec::new();
         let reconciler = tokio::spawn(reconcile(Arc::new(restream.clone()), Arc::clone(&ctx)));
         server
             .expect_apply(
@@ -644,12 +645,15 @@ mod tests {
             if seen.path.ends_with("/status") {
                 status = Some(serde_json::from_value(seen.body["status"].clone()).unwrap());
             }
+            if seen.method == http::Method::DELETE {
+                deleted.push(seen.path.clone());
+            }
             if seen.method == http::Method::POST {
                 break;
             }
         }
         reconciler.await.unwrap().expect("reconcile succeeds");
-        (deployment, status.expect("a status is reported"))
+        (deployment, status.expect("a status is reported"), deleted)
     }
 
     #[tokio::test]
@@ -658,7 +662,7 @@ mod tests {
         assert!(restream.spec.scaling.autoscaler);
         let mut live = LiveDeployment(serde_json::json!({}));
 
-        let (applied, status) = reconcile_with(&restream, &mut live).await;
+        let (applied, status, _) = reconcile_with(&restream, &mut live).await;
         assert!(
             applied.body["spec"].get("replicas").is_none(),
             "an autoscaled Deployment is applied without replicas: {}",
@@ -671,7 +675,7 @@ mod tests {
 
         // The HPA scales out between two reconciles.
         live.0["spec"]["replicas"] = 7.into();
-        let (applied, status) = reconcile_with(&restream, &mut live).await;
+        let (applied, status, _) = reconcile_with(&restream, &mut live).await;
         assert!(applied.body["spec"].get("replicas").is_none());
         assert_eq!(
             live.0["spec"]["replicas"], 7,
@@ -686,9 +690,14 @@ mod tests {
         restream.spec.scaling.autoscaler = false;
         let mut live = LiveDeployment(serde_json::json!({}));
         live.0["spec"] = serde_json::json!({"replicas": 7});
-        let (applied, status) = reconcile_with(&restream, &mut live).await;
+        let (applied, status, deleted) = reconcile_with(&restream, &mut live).await;
         assert_eq!(applied.body["spec"]["replicas"], 2, "minReplicas");
         assert_eq!(status.replicas, 2);
+        assert_eq!(
+            deleted,
+            ["/apis/autoscaling/v2/namespaces/media/horizontalpodautoscalers/tv"],
+            "an HPA left from before would fight the operator over the count"
+        );
     }
 
     #[tokio::test]

@@ -2,11 +2,12 @@
 //! channels served by autoscaled data-plane pods.
 //!
 //! The doc comments here become the CRD's schema descriptions, so that
-//! `kubectl explain restream.spec` is the reference. Rules that a schema
-//! type cannot express (soft limit at most the hard one, paths that start
-//! with `/`, min replicas at most max) are added as CEL
-//! `x-kubernetes-validations` in [`crd`], and checked again by
-//! [`RestreamSpec::validate`] before anything is rendered.
+//! `kubectl explain restream.spec` is the reference. Each field carries its
+//! own constraints (enums, patterns, bounds, as schemars attributes); rules
+//! across fields (soft limit at most the hard one, min replicas at most
+//! max) are CEL `x-kubernetes-validations` on the spec. All are checked
+//! again by [`RestreamSpec::validate`] before anything is rendered, naming
+//! the field, for objects admitted under an older CRD.
 
 use std::collections::BTreeMap;
 

@@ -1,6 +1,8 @@
 //! `restreamer-operator`: the Kubernetes controller for `Restream`
-//! resources. Dependencies point one way: `crd` ← `render` ← `status` ←
-//! `controller` ← `main`; `metrics`, `leader` and `plan` stand alone.
+//! resources. Dependencies point one way: `render` and `status` use `crd`;
+//! `controller` uses all three and `metrics`; `main` wires `controller`,
+//! `leader` and `metrics`; `plan` stands alone; `fixtures` (tests only)
+//! builds on `controller`.
 //!
 //! - [`crd`]: the resource, its schema and validation;
 //! - [`render`]: a Restream to the objects that run it (pure), one builder
