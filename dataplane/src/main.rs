@@ -57,16 +57,16 @@ fn main() -> ExitCode {
 
     let runtime = tokio::runtime::Runtime::new().expect("cannot start the tokio runtime");
     runtime.block_on(async {
-        let listener = match bind(&config.listen).await {
+        let listener = match bind(&config.listen_address).await {
             Ok(listener) => listener,
             Err(e) => {
                 error!(event = "error", error = %format!("{e:#}"), "cannot start");
                 return ExitCode::FAILURE;
             }
         };
-        let admin = match config.adminlisten.as_str() {
-            "" => None,
-            address => match bind(address).await {
+        let admin = match &config.admin_address {
+            None => None,
+            Some(address) => match bind(address).await {
                 Ok(listener) => Some(listener),
                 Err(e) => {
                     error!(event = "error", error = %format!("{e:#}"), "cannot start");

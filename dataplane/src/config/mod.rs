@@ -9,19 +9,32 @@
 //! 3. the result is deserialised into [`Config`] with unknown keys refused,
 //!    then [`Config::validate`] checks what types cannot express (limits that
 //!    contradict each other, URLs that cannot work, references to streams
-//!    that do not exist).
+//!    that do not exist) and returns a [`ValidConfig`]: the config with
+//!    every value parsed into its type (`valid.rs`; upstream URLs in
+//!    `upstream.rs`), so that nothing downstream parses again.
 //!
 //! Every error names the key path it is about, e.g.
 //! `resources[2].remote: unsupported scheme "rtmp"`.
+//!
+//! This folder uses nothing else of the crate: every other part may use it.
 
-use std::collections::{BTreeMap, HashSet};
+mod upstream;
+mod valid;
+
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 use std::time::Duration;
 
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
-use crate::stream::source::Upstream;
+pub use upstream::{url_path, Upstream, UpstreamKind};
+pub use valid::{
+    check_notification_event, check_notification_url, parse_listen, ApiTarget, ListenAddress,
+    NotificationEvent, Served, StaticSource, ValidConfig, ValidNotification,
+};
 
 /// The whole configuration of one data-plane process.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -213,6 +226,13 @@ impl Authentication {
     pub fn is_none(&self) -> bool {
         self.kind == AuthType::None
     }
+
+    /// The users named: `user`, if set, then `users`.
+    pub fn named_users(&self) -> impl Iterator<Item = &String> {
+        std::iter::once(&self.user)
+            .filter(|user| !user.is_empty())
+            .chain(self.users.iter())
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -223,6 +243,18 @@ pub enum AuthType {
     None,
     Basic,
     Bearer,
+}
+
+impl AuthType {
+    /// The `Authorization` header value for a user: `Basic
+    /// base64(user:password)` or, as the original does, `Bearer
+    /// base64(password)`.
+    pub fn credential(self, user: &str, password: &str) -> String {
+        match self {
+            AuthType::Bearer => format!("Bearer {}", BASE64.encode(password)),
+            _ => format!("Basic {}", BASE64.encode(format!("{user}:{password}"))),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -283,7 +315,7 @@ impl ConfigErrors {
 
 impl Config {
     /// Reads and validates a configuration file, with its `userfile`.
-    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    pub fn load(path: &Path) -> Result<ValidConfig, ConfigErrors> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigErrors::one("", format!("cannot read {}: {e}", path.display())))?;
         Config::parse_in(&text, path.parent().unwrap_or(Path::new(".")))
@@ -291,13 +323,13 @@ impl Config {
 
     /// Parses and validates a configuration document; a relative `userfile`
     /// is looked up in the working directory.
-    pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
+    pub fn parse(text: &str) -> Result<ValidConfig, ConfigErrors> {
         Config::parse_in(text, Path::new("."))
     }
 
     /// Parses and validates a configuration document whose relative paths
     /// are relative to `base`.
-    pub fn parse_in(text: &str, base: &Path) -> Result<Config, ConfigErrors> {
+    pub fn parse_in(text: &str, base: &Path) -> Result<ValidConfig, ConfigErrors> {
         let mut document: serde_json::Value = serde_json::from_str(text)
             .map_err(|e| ConfigErrors::one("", format!("invalid JSON: {e}")))?;
         strip_comments(&mut document);
@@ -306,9 +338,7 @@ impl Config {
             let path = if path == "." { String::new() } else { path };
             ConfigErrors::one(path, e.into_inner().to_string())
         })?;
-        let config = config.with_userfile(base)?;
-        config.validate()?;
-        Ok(config)
+        config.with_userfile(base)?.validate()
     }
 
     /// The users of the config plus those of its `userfile`; the file's
@@ -331,139 +361,6 @@ impl Config {
                 })?;
         self.userlist.extend(users);
         Ok(self)
-    }
-
-    /// Checks what the types alone cannot: every problem is reported, not
-    /// just the first.
-    pub fn validate(&self) -> Result<(), ConfigErrors> {
-        let mut errors = Vec::new();
-        let mut error = |path: String, message: String| errors.push(ConfigError { path, message });
-
-        if let Err(message) = parse_listen(&self.listen) {
-            error("listen".into(), message);
-        }
-        if !self.adminlisten.is_empty() {
-            if let Err(message) = parse_listen(&self.adminlisten) {
-                error("adminlisten".into(), message);
-            }
-        }
-        if self.inputbuffer == 0 {
-            error("inputbuffer".into(), "must be at least 1 packet".into());
-        }
-        if self.outputbuffer == 0 {
-            error("outputbuffer".into(), "must be at least 1 packet".into());
-        }
-        if self.headertimeout == 0 {
-            error("headertimeout".into(), "must be at least 1 second".into());
-        }
-        if self.maxconnections > 0 && self.fullconnections > self.maxconnections {
-            error(
-                "fullconnections".into(),
-                format!(
-                    "soft limit {} is above the hard limit maxconnections {}",
-                    self.fullconnections, self.maxconnections
-                ),
-            );
-        }
-
-        let stream_paths: HashSet<&str> = self
-            .resources
-            .iter()
-            .filter(|r| r.kind == ResourceType::Stream)
-            .map(|r| r.serve.as_str())
-            .collect();
-        let mut served = HashSet::new();
-        for (i, resource) in self.resources.iter().enumerate() {
-            let at = |key: &str| format!("resources[{i}].{key}");
-            if !resource.serve.starts_with('/') {
-                error(
-                    at("serve"),
-                    format!("{:?} must start with /", resource.serve),
-                );
-            } else if !served.insert(resource.serve.as_str()) {
-                error(at("serve"), format!("{:?} is served twice", resource.serve));
-            }
-            match resource.kind {
-                ResourceType::Stream => {
-                    let urls = resource.upstream_urls();
-                    if urls.is_empty() {
-                        error(at("remotes"), "a stream needs at least one upstream URL".into());
-                    }
-                    if !resource.remote.is_empty() {
-                        if let Err(message) = Upstream::parse(&resource.remote) {
-                            error(at("remote"), message);
-                        }
-                    }
-                    for (j, url) in resource.remotes.iter().enumerate() {
-                        if let Err(message) = Upstream::parse(url) {
-                            error(at(&format!("remotes[{j}]")), message);
-                        }
-                    }
-                }
-                ResourceType::Static => match url::Url::parse(&resource.remote) {
-                    Ok(url) if matches!(url.scheme(), "file" | "http" | "https") => {}
-                    Ok(url) => error(
-                        at("remote"),
-                        format!("unsupported scheme {:?} for a static resource", url.scheme()),
-                    ),
-                    Err(e) => error(at("remote"), format!("invalid URL {:?}: {e}", resource.remote)),
-                },
-                ResourceType::Api => match resource.api {
-                    None => error(
-                        at("api"),
-                        "an api resource needs one of health, statistics, check, control, prometheus"
-                            .into(),
-                    ),
-                    Some(ApiKind::Check | ApiKind::Control)
-                        if !stream_paths.contains(resource.remote.as_str()) =>
-                    {
-                        error(
-                            at("remote"),
-                            format!("{:?} is not the serve path of any stream", resource.remote),
-                        )
-                    }
-                    Some(_) => {}
-                },
-            }
-            if !resource.preamble.is_empty() && !Path::new(&resource.preamble).is_file() {
-                error(
-                    at("preamble"),
-                    format!("{:?} is not a readable file", resource.preamble),
-                );
-            }
-            self.validate_authentication(
-                &resource.authentication,
-                &at("authentication"),
-                &mut error,
-            );
-        }
-
-        for (i, notification) in self.notifications.iter().enumerate() {
-            let at = |key: &str| format!("notifications[{i}].{key}");
-            if let Err(message) = check_notification_event(&notification.event) {
-                error(at("event"), message);
-            }
-            if notification.kind != "url" {
-                error(
-                    at("type"),
-                    format!("unknown type {:?}, expected url", notification.kind),
-                );
-            }
-            if let Err(message) = check_notification_url(&notification.url) {
-                error(at("url"), message);
-            }
-            self.validate_authentication(
-                &notification.authentication,
-                &at("authentication"),
-                &mut error,
-            );
-        }
-
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(ConfigErrors(errors))
-        }
     }
 
     /// Settings that load but probably do not do what their author meant:
@@ -489,28 +386,6 @@ impl Config {
                     .into(),
             })
             .collect()
-    }
-
-    fn validate_authentication(
-        &self,
-        auth: &Authentication,
-        at: &str,
-        error: &mut impl FnMut(String, String),
-    ) {
-        if auth.is_none() {
-            return;
-        }
-        let named = std::iter::once(&auth.user)
-            .filter(|user| !user.is_empty())
-            .chain(auth.users.iter());
-        for user in named {
-            if !self.userlist.contains_key(user) {
-                error(
-                    format!("{at}.users"),
-                    format!("user {user:?} is not in the userlist"),
-                );
-            }
-        }
     }
 
     pub fn timeout(&self) -> Option<Duration> {
@@ -545,43 +420,6 @@ fn strip_comments(value: &mut serde_json::Value) {
         serde_json::Value::Array(items) => items.iter_mut().for_each(strip_comments),
         _ => {}
     }
-}
-
-/// A notification's `event`: one the data plane sends.
-pub fn check_notification_event(event: &str) -> Result<(), String> {
-    match event {
-        "limit_hit" | "limit_miss" | "heartbeat" => Ok(()),
-        other => Err(format!(
-            "unknown event {other:?}, expected limit_hit, limit_miss or heartbeat"
-        )),
-    }
-}
-
-/// A notification's `url`: http or https.
-pub fn check_notification_url(text: &str) -> Result<(), String> {
-    match url::Url::parse(text) {
-        Ok(url) if matches!(url.scheme(), "http" | "https") => Ok(()),
-        Ok(url) => Err(format!("unsupported scheme {:?}", url.scheme())),
-        Err(e) => Err(format!("invalid URL {text:?}: {e}")),
-    }
-}
-
-/// Splits a listen address into host and port, resolving the service names
-/// that Go accepts for web servers. An empty host means every interface.
-pub fn parse_listen(listen: &str) -> Result<(String, u16), String> {
-    let (host, port) = listen
-        .rsplit_once(':')
-        .ok_or_else(|| format!("{listen:?} is not host:port"))?;
-    let port = match port {
-        "http" | "www" => 80,
-        "https" => 443,
-        "http-alt" | "webcache" => 8080,
-        number => number.parse::<u16>().map_err(|_| {
-            format!("{listen:?}: port {number:?} is not a number or a known service")
-        })?,
-    };
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    Ok((host.to_string(), port))
 }
 
 #[cfg(test)]

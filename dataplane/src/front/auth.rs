@@ -6,8 +6,6 @@
 //! all of them are always compared, so the answer's timing tells nothing
 //! about how much of a credential was right or which user it matched.
 
-use base64::engine::general_purpose::STANDARD as BASE64;
-use base64::Engine as _;
 use http::{header, HeaderMap, HeaderValue};
 use subtle::ConstantTimeEq;
 
@@ -39,14 +37,10 @@ impl Authenticator {
         if auth.is_none() {
             return None;
         }
-        let users = std::iter::once(&auth.user)
-            .filter(|user| !user.is_empty())
-            .chain(auth.users.iter());
-        let accepted = users
-            .filter_map(|name| {
-                let user = config.userlist.get(name)?;
-                Some(credential(auth.kind, name, &user.password).into_bytes())
-            })
+        let accepted = config
+            .credentials(auth)
+            .into_iter()
+            .map(String::into_bytes)
             .collect();
         let scheme = match auth.kind {
             AuthType::Bearer => "Bearer",
@@ -81,20 +75,17 @@ impl Authenticator {
     }
 }
 
-/// The `Authorization` header value for a user: `Basic base64(user:password)`
-/// or, as the original does, `Bearer base64(password)`.
-pub fn credential(kind: AuthType, user: &str, password: &str) -> String {
-    match kind {
-        AuthType::Bearer => format!("Bearer {}", BASE64.encode(password)),
-        _ => format!("Basic {}", BASE64.encode(format!("{user}:{password}"))),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::engine::general_purpose::STANDARD as BASE64;
+    use base64::Engine as _;
 
-    fn config() -> Config {
+    fn credential(kind: AuthType, user: &str, password: &str) -> String {
+        kind.credential(user, password)
+    }
+
+    fn config() -> crate::config::ValidConfig {
         Config::parse(
             r#"{"userlist": {"alice": {"password": "wonder"}, "bob": {"password": "builder"}}}"#,
         )

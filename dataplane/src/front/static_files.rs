@@ -8,7 +8,6 @@
 //! `Content-Length`, and an `ETag` that conditional requests
 //! (`If-None-Match`) are answered `304 Not Modified` against.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -18,7 +17,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Mutex;
 use tracing::warn;
 
-use crate::config::Resource;
+use crate::config::StaticSource;
 use crate::front::serve::{text, Body};
 
 #[derive(Debug)]
@@ -27,12 +26,6 @@ pub struct StaticResource {
     cache_for: Duration,
     /// The last remote fetch (remote documents only).
     cached: Mutex<Option<Document>>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-enum StaticSource {
-    File(PathBuf),
-    Remote(url::Url),
 }
 
 #[derive(Debug, Clone)]
@@ -44,18 +37,20 @@ struct Document {
 }
 
 impl StaticResource {
-    pub fn new(resource: &Resource) -> StaticResource {
+    /// A resource serving `source`; a remote document is cached for
+    /// `cache_for`.
+    pub fn new(source: StaticSource, cache_for: Duration) -> StaticResource {
         StaticResource {
-            source: source_of(resource),
-            cache_for: Duration::from_secs(resource.cache),
+            source,
+            cache_for,
             cached: Mutex::new(None),
         }
     }
 
-    /// Whether `resource` describes this same document (so a reload can
+    /// Whether this serves the same document the same way (so a reload can
     /// keep its cache).
-    pub fn is_same(&self, resource: &Resource) -> bool {
-        self.source == source_of(resource) && self.cache_for == Duration::from_secs(resource.cache)
+    pub fn is_same(&self, source: &StaticSource, cache_for: Duration) -> bool {
+        self.source == *source && self.cache_for == cache_for
     }
 
     pub async fn respond<B>(&self, request: &Request<B>) -> Response<Body> {
@@ -159,22 +154,4 @@ fn etag_listed(tags: &str, etag: &HeaderValue) -> bool {
     tags.split(',')
         .map(|tag| tag.trim().trim_start_matches("W/"))
         .any(|tag| tag.as_bytes() == etag.as_bytes())
-}
-
-fn source_of(resource: &Resource) -> StaticSource {
-    let url = url::Url::parse(&resource.remote).expect("validated with the config");
-    if url.scheme() == "file" {
-        // `file://relative/path` names a path relative to the working directory.
-        let path = match url.host_str() {
-            Some(host) if !host.is_empty() => format!("{host}{}", url.path()),
-            _ => url.path().to_string(),
-        };
-        StaticSource::File(PathBuf::from(
-            percent_encoding::percent_decode_str(&path)
-                .decode_utf8_lossy()
-                .as_ref(),
-        ))
-    } else {
-        StaticSource::Remote(url)
-    }
 }

@@ -36,11 +36,12 @@ use tracing::{error, info, warn};
 
 use self::limit::ConnectionLimits;
 use self::metrics::{Metrics, RateWindow, Totals};
-use crate::config::{parse_listen, ApiKind, Config, ResourceType};
+use crate::config::{ApiTarget, Config, ListenAddress, Resource, Served, ValidConfig};
 use crate::front::api::Api;
 use crate::front::auth::Authenticator;
 use crate::front::serve::{self, Listener};
 use crate::front::static_files::StaticResource;
+use crate::stream::align::PACKET_SIZE;
 use crate::stream::hub::Hub;
 use crate::stream::source::{self, SourceSettings, Upstream};
 
@@ -62,7 +63,7 @@ pub struct Proxy {
 /// What one config serves.
 #[derive(Debug)]
 pub struct Generation {
-    pub config: Arc<Config>,
+    pub config: Arc<ValidConfig>,
     /// SHA-256 of the config, shown in metrics and logs.
     pub hash: String,
     pub routes: HashMap<String, Route>,
@@ -173,11 +174,12 @@ fn spawn_source(path: &str, definition: &SourceDefinition, hub: &Arc<Hub>) -> Jo
 impl Proxy {
     /// Starts a proxy on a validated config: its streams' sources, the
     /// notifications and the statistics sampler.
-    pub fn start(config: Config, config_path: Option<PathBuf>) -> Arc<Proxy> {
+    pub fn start(config: ValidConfig, config_path: Option<PathBuf>) -> Arc<Proxy> {
         let (limit_events, limit_rx) = tokio::sync::mpsc::channel(64);
         let proxy = Arc::new(Proxy {
+            // Empty until `apply` below fills it in.
             current: RwLock::new(Arc::new(Generation {
-                config: Arc::new(Config::default()),
+                config: Arc::new(config.clone()),
                 hash: String::new(),
                 routes: HashMap::new(),
                 streams: HashMap::new(),
@@ -206,7 +208,7 @@ impl Proxy {
 
     /// Makes `config` the one in force. Streams are carried over, switched,
     /// stopped or started as their definitions say (see the module docs).
-    pub fn apply(&self, config: Config) {
+    pub fn apply(&self, config: ValidConfig) {
         let _one_at_a_time = self.apply_lock.lock().unwrap();
         for warning in config.warnings() {
             warn!(event = "config-warning", key = %warning.path, warning = %warning.message, "configuration warning");
@@ -215,18 +217,13 @@ impl Proxy {
         let config = Arc::new(config);
 
         let mut streams = HashMap::new();
-        for resource in config
-            .resources
-            .iter()
-            .filter(|r| r.kind == ResourceType::Stream)
-        {
+        for (resource, served) in config.served() {
+            let Served::Stream { upstreams } = served else {
+                continue;
+            };
             let definition = SourceDefinition {
-                upstreams: resource
-                    .upstream_urls()
-                    .into_iter()
-                    .map(|url| Upstream::parse(url).expect("validated with the config"))
-                    .collect(),
-                settings: SourceSettings::new(&config, resource),
+                upstreams: upstreams.clone(),
+                settings: source_settings(&config, resource),
             };
             let stream = match old.streams.get(&resource.serve) {
                 Some(stream) => {
@@ -246,37 +243,35 @@ impl Proxy {
         }
 
         let mut routes = HashMap::new();
-        for resource in &config.resources {
-            let target = match resource.kind {
-                ResourceType::Stream => Target::Stream {
+        for (resource, served) in config.served() {
+            let target = match served {
+                Served::Stream { .. } => Target::Stream {
                     stream: Arc::clone(&streams[&resource.serve]),
                     preamble: read_preamble(&resource.preamble),
                 },
-                ResourceType::Static => {
+                Served::Static(source) => {
+                    let cache_for = Duration::from_secs(resource.cache);
                     // Keep the cache of an unchanged static resource.
                     let reused =
                         old.routes
                             .get(&resource.serve)
                             .and_then(|route| match &route.target {
-                                Target::Static(existing) if existing.is_same(resource) => {
+                                Target::Static(existing) if existing.is_same(source, cache_for) => {
                                     Some(Arc::clone(existing))
                                 }
                                 _ => None,
                             });
-                    Target::Static(
-                        reused.unwrap_or_else(|| Arc::new(StaticResource::new(resource))),
-                    )
+                    Target::Static(reused.unwrap_or_else(|| {
+                        Arc::new(StaticResource::new(source.clone(), cache_for))
+                    }))
                 }
-                ResourceType::Api => {
-                    let stream = || Arc::clone(&streams[&resource.remote]);
-                    Target::Api(match resource.api.expect("validated with the config") {
-                        ApiKind::Health => Api::Health,
-                        ApiKind::Statistics => Api::Statistics,
-                        ApiKind::Prometheus => Api::Prometheus,
-                        ApiKind::Check => Api::Check(stream()),
-                        ApiKind::Control => Api::Control(stream()),
-                    })
-                }
+                Served::Api(target) => Target::Api(match target {
+                    ApiTarget::Health => Api::Health,
+                    ApiTarget::Statistics => Api::Statistics,
+                    ApiTarget::Prometheus => Api::Prometheus,
+                    ApiTarget::Check { stream } => Api::Check(Arc::clone(&streams[stream])),
+                    ApiTarget::Control { stream } => Api::Control(Arc::clone(&streams[stream])),
+                }),
             };
             let auth = Authenticator::new(&resource.authentication, &config);
             routes.insert(resource.serve.clone(), Route { auth, target });
@@ -408,6 +403,24 @@ impl Proxy {
     }
 }
 
+/// What a stream's source needs from the config besides its upstreams.
+fn source_settings(config: &Config, resource: &Resource) -> SourceSettings {
+    SourceSettings {
+        connect_timeout: config.timeout(),
+        read_timeout: config.readtimeout(),
+        reconnect: config.reconnect(),
+        flush_interval: config.flush_interval(),
+        max_batch_packets: (config.outputbuffer / 4).clamp(1, 1024),
+        input_buffer_bytes: config.inputbuffer * PACKET_SIZE,
+        mru: if resource.mru > 0 {
+            resource.mru
+        } else {
+            65536
+        },
+        interface: resource.clientinterface.clone(),
+    }
+}
+
 /// Samples the stream totals once a second for the statistics API's rates.
 async fn sample_rates(proxy: std::sync::Weak<Proxy>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -445,8 +458,8 @@ pub fn config_hash(config: &Config) -> String {
 
 /// Binds a listen address. An empty host listens on every interface, IPv6
 /// and IPv4 where the system allows.
-pub async fn bind(listen: &str) -> anyhow::Result<TcpListener> {
-    let (host, port) = parse_listen(listen).map_err(anyhow::Error::msg)?;
+pub async fn bind(listen: &ListenAddress) -> anyhow::Result<TcpListener> {
+    let (host, port) = (&listen.host, listen.port);
     let listener = if host.is_empty() {
         match TcpListener::bind(("::", port)).await {
             Ok(listener) => Ok(listener),

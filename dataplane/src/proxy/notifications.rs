@@ -14,8 +14,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, Semaphore};
 use tracing::{info, warn};
 
-use crate::config::{Config, Notification};
-use crate::front::auth::credential;
+use crate::config::{NotificationEvent, ValidNotification};
 use crate::proxy::limit::LimitEvent;
 use crate::proxy::Proxy;
 
@@ -44,34 +43,35 @@ pub async fn run(proxy: Weak<Proxy>, mut limit_events: mpsc::Receiver<LimitEvent
     loop {
         let event = tokio::select! {
             event = limit_events.recv() => match event {
-                Some(true) => "limit_hit",
-                Some(false) => "limit_miss",
+                Some(true) => NotificationEvent::LimitHit,
+                Some(false) => NotificationEvent::LimitMiss,
                 None => return,
             },
             _ = tokio::time::sleep_until(next_heartbeat.unwrap_or_else(far_future)), if next_heartbeat.is_some() => {
                 // The period is read again each time: a reload may change it.
                 next_heartbeat = heartbeat_period(&proxy).map(|period| tokio::time::Instant::now() + period);
-                "heartbeat"
+                NotificationEvent::Heartbeat
             }
         };
         let Some(proxy) = proxy.upgrade() else { return };
         let config = Arc::clone(&proxy.current().config);
         drop(proxy);
-        if event != "heartbeat" {
-            info!(event, "soft connection limit crossed");
+        let event_name = event.as_str();
+        if event != NotificationEvent::Heartbeat {
+            info!(event = event_name, "soft connection limit crossed");
         }
-        for notification in config.notifications.iter().filter(|n| n.event == event) {
+        for notification in config.callbacks.iter().filter(|n| n.event == event) {
             let Ok(permit) = Arc::clone(&in_flight).try_acquire_owned() else {
                 warn!(
                     event = "notification-dropped",
-                    notification = event,
+                    notification = event_name,
                     "too many notifications in flight"
                 );
                 continue;
             };
-            let request = build_request(&client, notification, &config);
+            let request = build_request(&client, notification);
             tokio::spawn(async move {
-                deliver(request, event).await;
+                deliver(request, event_name).await;
                 drop(permit);
             });
         }
@@ -84,24 +84,13 @@ fn far_future() -> tokio::time::Instant {
 
 fn build_request(
     client: &reqwest::Client,
-    notification: &Notification,
-    config: &Config,
+    notification: &ValidNotification,
 ) -> reqwest::RequestBuilder {
-    let mut request = client.get(&notification.url);
-    let auth = &notification.authentication;
-    // The original sends the credentials of the first configured user.
-    let user = std::iter::once(&auth.user)
-        .chain(auth.users.iter())
-        .find(|user| !user.is_empty());
-    if let Some(user) = user.filter(|_| !auth.is_none()) {
-        if let Some(entry) = config.userlist.get(user) {
-            request = request.header(
-                http::header::AUTHORIZATION,
-                credential(auth.kind, user, &entry.password),
-            );
-        }
+    let request = client.get(notification.url.clone());
+    match &notification.authorization {
+        Some(credential) => request.header(http::header::AUTHORIZATION, credential),
+        None => request,
     }
-    request
 }
 
 /// Sends one notification, retrying after a failure (1 s, then 2 s).

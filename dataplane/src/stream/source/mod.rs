@@ -10,12 +10,12 @@
 //! Reading is [`pump`]: read → [`Aligner`] → (pacing, for a file played in
 //! real time) → publish to the [`Hub`] in batches of at most `flushms`.
 //!
-//! [`Upstream`] (the parsed URL) is in `upstream.rs`, the per-scheme
-//! connections in `connection.rs`, real-time pacing in `pacing.rs`.
+//! [`Upstream`] (the parsed URL) comes from the validated config; the
+//! per-scheme connections are in `connection.rs`, real-time pacing in
+//! `pacing.rs`.
 
 mod connection;
 mod pacing;
-mod upstream;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,15 +25,15 @@ use rand::seq::SliceRandom;
 use tokio::time::{sleep_until, timeout, Instant};
 use tracing::{info, warn};
 
-use crate::config::{Config, Resource};
 use crate::stream::align::{Aligner, PACKET_SIZE};
 use crate::stream::hub::Hub;
 
+pub use crate::config::{Upstream, UpstreamKind};
 pub use connection::Connection;
 pub use pacing::Pacer;
-pub use upstream::{Upstream, UpstreamKind};
 
-/// Everything a source needs besides its URLs, taken from the config.
+/// Everything a source needs besides its URLs (the proxy fills it in from
+/// the config).
 #[derive(Debug, Clone, PartialEq)]
 pub struct SourceSettings {
     pub connect_timeout: Option<Duration>,
@@ -49,25 +49,6 @@ pub struct SourceSettings {
     pub mru: usize,
     /// Interface to join multicast groups on.
     pub interface: String,
-}
-
-impl SourceSettings {
-    pub fn new(config: &Config, resource: &Resource) -> Self {
-        SourceSettings {
-            connect_timeout: config.timeout(),
-            read_timeout: config.readtimeout(),
-            reconnect: config.reconnect(),
-            flush_interval: config.flush_interval(),
-            max_batch_packets: (config.outputbuffer / 4).clamp(1, 1024),
-            input_buffer_bytes: config.inputbuffer * PACKET_SIZE,
-            mru: if resource.mru > 0 {
-                resource.mru
-            } else {
-                65536
-            },
-            interface: resource.clientinterface.clone(),
-        }
-    }
 }
 
 /// Why reading from an upstream stopped.

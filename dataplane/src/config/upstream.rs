@@ -1,4 +1,5 @@
-//! Upstream URLs: what each scheme means and how it is checked at load time.
+//! Upstream URLs: what each scheme means, parsed once when the config is
+//! validated; the stream's source connects to the parsed [`Upstream`].
 
 use std::fmt;
 use std::path::PathBuf;
@@ -54,19 +55,11 @@ impl Upstream {
         };
         let url = parsed.map_err(|e| format!("invalid URL {text:?}: {e}"))?;
         let path = || -> Result<PathBuf, String> {
-            // `scheme:///abs` and `scheme://host/abs` have the path after the
-            // authority; `scheme:relative` is allowed too.
-            let path = percent_decode_str(url.path())
-                .decode_utf8_lossy()
-                .into_owned();
-            let path = match url.host_str() {
-                Some(host) if !host.is_empty() => format!("{host}{path}"),
-                _ => path,
-            };
-            if path.is_empty() {
+            let path = url_path(&url);
+            if path.as_os_str().is_empty() {
                 Err(format!("{text:?} names no path"))
             } else {
-                Ok(PathBuf::from(path))
+                Ok(path)
             }
         };
         let host_and_port = |need_host: bool| -> Result<(String, u16), String> {
@@ -150,6 +143,18 @@ impl Upstream {
     /// Whether the source must pace this upstream by its PCR.
     pub fn realtime(&self) -> bool {
         matches!(self.kind, UpstreamKind::File { realtime: true, .. })
+    }
+}
+
+/// The local path a `file:`, `unix:`… URL names, percent-decoded.
+/// `scheme:///abs` and `scheme://host/abs` have the path after the
+/// authority, and `file://relative/path` names a path relative to the
+/// working directory (its first segment parses as a host).
+pub fn url_path(url: &Url) -> PathBuf {
+    let path = percent_decode_str(url.path()).decode_utf8_lossy();
+    match url.host_str() {
+        Some(host) if !host.is_empty() => PathBuf::from(format!("{host}{path}")),
+        _ => PathBuf::from(path.as_ref()),
     }
 }
 
