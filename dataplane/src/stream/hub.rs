@@ -29,6 +29,7 @@ use tokio::sync::watch;
 use tokio_stream::wrappers::WatchStream;
 
 use crate::stream::align::PACKET_SIZE;
+use crate::stream::inspect::Inspector;
 
 /// Counters of one stream, updated by its source and its clients.
 #[derive(Debug, Default)]
@@ -73,6 +74,9 @@ struct Ring {
 /// The fan-out point of one stream.
 #[derive(Debug)]
 pub struct Hub {
+    /// Reads every packet published, in order; held for the whole of a
+    /// publish, so runs are inspected and enter the ring one at a time.
+    inspector: Mutex<Inspector>,
     ring: Mutex<Ring>,
     /// Longest queue a new client may have, in packets (the ring keeps at
     /// least this many).
@@ -87,6 +91,7 @@ impl Hub {
     /// A hub whose clients may each queue up to `queue_packets` packets.
     pub fn new(queue_packets: usize) -> Arc<Hub> {
         Arc::new(Hub {
+            inspector: Mutex::new(Inspector::new()),
             ring: Mutex::new(Ring {
                 chunks: VecDeque::new(),
                 head: 0,
@@ -100,13 +105,16 @@ impl Hub {
         })
     }
 
-    /// Sends a run of whole packets to every subscriber.
+    /// Sends a run of whole packets to every subscriber, after the
+    /// stream's [`Inspector`] has read them.
     pub fn publish(&self, data: Bytes) {
         debug_assert_eq!(data.len() % PACKET_SIZE, 0);
         let packets = (data.len() / PACKET_SIZE) as u64;
         if packets == 0 {
             return;
         }
+        let mut inspector = self.inspector.lock().unwrap();
+        for _mark in inspector.inspect(&data, |_, _| {}) {}
         self.counters
             .packets_received
             .fetch_add(packets, Ordering::Relaxed);
@@ -168,8 +176,19 @@ impl Hub {
         self.ring.lock().unwrap().closed
     }
 
+    /// Called by the source on connecting to an upstream and on losing it.
+    /// A new connection starts anywhere in its stream: the inspection
+    /// starts over.
     pub fn set_upstream_connected(&self, connected: bool) {
+        if connected {
+            self.inspector.lock().unwrap().restart();
+        }
         self.upstream_connected.store(connected, Ordering::Relaxed);
+    }
+
+    /// Reads the stream's inspection state (programs, keyed stream, ...).
+    pub fn with_inspector<T>(&self, read: impl FnOnce(&Inspector) -> T) -> T {
+        read(&self.inspector.lock().unwrap())
     }
 
     pub fn upstream_connected(&self) -> bool {

@@ -4,6 +4,8 @@
 //!   sockets, UDP, a command's output), with failover and reconnects, and
 //!   paces files in real time;
 //! - [`align`] cuts what it reads into 188-byte packets;
+//! - [`inspect`] reads each packet's header once: tables, programs, random
+//!   access points (the hub calls it on every run it publishes);
 //! - [`hub`] holds the recent packets once and gives every client its own
 //!   bounded queue (a cursor), dropping for clients that fall behind.
 //!
@@ -11,4 +13,5 @@
 
 pub mod align;
 pub mod hub;
+pub mod inspect;
 pub mod source;
