@@ -106,6 +106,8 @@ pub fn stream_config(listen: &str, source: &str) -> serde_json::Value {
     serde_json::json!({
         "listen": listen,
         "reconnect": 1,
+        // The generated stream has no PAT or PMT: no content failover.
+        "contenttimeout": 0,
         "resources": [{"type": "stream", "serve": STREAM, "remote": format!("tcp://{source}")}]
     })
 }

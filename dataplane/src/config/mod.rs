@@ -92,6 +92,14 @@ pub struct Config {
     /// format (e.g. a mounted Kubernetes Secret), so that passwords need not
     /// be in the config itself. A relative path is relative to the config.
     pub userfile: String,
+    /// Beyond the original: seconds an upstream may stay connected without
+    /// sending a PAT and PMT, or any packet of the elementary streams its
+    /// PMT lists, before it counts as lost (failover). 0 = off. A stream
+    /// may set its own.
+    pub contenttimeout: u64,
+    /// Beyond the original: continuity errors within 10 seconds that count
+    /// as a lost upstream (failover). 0 = off. A stream may set its own.
+    pub ccerrorlimit: u64,
 }
 
 impl Default for Config {
@@ -117,6 +125,8 @@ impl Default for Config {
             draintime: 0,
             headertimeout: 10,
             userfile: String::new(),
+            contenttimeout: 10,
+            ccerrorlimit: 0,
         }
     }
 }
@@ -190,6 +200,12 @@ pub struct Resource {
     pub preamble: String,
     #[serde(skip_serializing_if = "is_default")]
     pub authentication: Authentication,
+    /// For streams: the global `contenttimeout` for this stream only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub contenttimeout: Option<u64>,
+    /// For streams: the global `ccerrorlimit` for this stream only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ccerrorlimit: Option<u64>,
 }
 
 fn is_default<T: Default + PartialEq>(value: &T) -> bool {
@@ -404,6 +420,18 @@ impl Config {
     pub fn flush_interval(&self) -> Duration {
         Duration::from_millis(self.flushms)
     }
+
+    /// A stream's content timeout (its own, else the global one); `None`
+    /// = off.
+    pub fn content_timeout(&self, resource: &Resource) -> Option<Duration> {
+        seconds(resource.contenttimeout.unwrap_or(self.contenttimeout))
+    }
+
+    /// A stream's continuity-error limit per 10 s (its own, else the
+    /// global one); `None` = off.
+    pub fn cc_error_limit(&self, resource: &Resource) -> Option<u64> {
+        Some(resource.ccerrorlimit.unwrap_or(self.ccerrorlimit)).filter(|&limit| limit > 0)
+    }
 }
 
 fn seconds(value: u64) -> Option<Duration> {
@@ -605,6 +633,31 @@ mod tests {
             message,
             "notifications[0].event: unknown event \"limit_hot\", expected limit_hit, limit_miss or heartbeat\n\
              notifications[0].url: unsupported scheme \"ftp\""
+        );
+    }
+
+    #[test]
+    fn content_checks_are_global_with_a_per_stream_override() {
+        let config = Config::parse(
+            r#"{"contenttimeout": 5, "ccerrorlimit": 20, "resources": [
+                {"type": "stream", "serve": "/a", "remote": "tcp://a:1"},
+                {"type": "stream", "serve": "/b", "remote": "tcp://b:1",
+                 "contenttimeout": 0, "ccerrorlimit": 0}]}"#,
+        )
+        .unwrap();
+        let (a, b) = (&config.resources[0], &config.resources[1]);
+        assert_eq!(config.content_timeout(a), Some(Duration::from_secs(5)));
+        assert_eq!(config.cc_error_limit(a), Some(20));
+        assert_eq!(config.content_timeout(b), None);
+        assert_eq!(config.cc_error_limit(b), None);
+        let defaults = Config::parse("{}").unwrap();
+        assert_eq!(defaults.contenttimeout, 10);
+        assert_eq!(defaults.ccerrorlimit, 0);
+        assert_eq!(
+            errors(
+                r#"{"resources": [{"type": "api", "api": "health", "serve": "/h", "contenttimeout": 3}]}"#
+            ),
+            "resources[0].contenttimeout: only stream resources have content checks"
         );
     }
 

@@ -329,6 +329,16 @@ impl Config {
                 }
             };
             served.extend(serves);
+            if resource.kind != ResourceType::Stream {
+                for (key, set) in [
+                    ("contenttimeout", resource.contenttimeout.is_some()),
+                    ("ccerrorlimit", resource.ccerrorlimit.is_some()),
+                ] {
+                    if set {
+                        error(at(key), "only stream resources have content checks".into());
+                    }
+                }
+            }
             if !resource.preamble.is_empty() && !Path::new(&resource.preamble).is_file() {
                 error(
                     at("preamble"),

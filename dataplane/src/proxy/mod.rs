@@ -418,6 +418,8 @@ fn source_settings(config: &Config, resource: &Resource) -> SourceSettings {
             65536
         },
         interface: resource.clientinterface.clone(),
+        content_timeout: config.content_timeout(resource),
+        cc_error_limit: config.cc_error_limit(resource),
     }
 }
 

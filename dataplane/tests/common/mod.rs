@@ -150,6 +150,12 @@ impl Drop for Proxy {
 /// Writes a config for a test proxy: listening on a free loopback port.
 pub fn write_config(path: &Path, mut config: serde_json::Value) {
     config["listen"] = "127.0.0.1:0".into();
+    // The synthetic test packets carry no PAT or PMT, which content
+    // failover would take for a broken upstream; tests of stream health
+    // set it themselves.
+    if config.get("contenttimeout").is_none() {
+        config["contenttimeout"] = 0.into();
+    }
     std::fs::write(path, serde_json::to_string_pretty(&config).unwrap()).unwrap();
 }
 

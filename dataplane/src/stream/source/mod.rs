@@ -49,6 +49,10 @@ pub struct SourceSettings {
     pub mru: usize,
     /// Interface to join multicast groups on.
     pub interface: String,
+    /// No PAT/PMT or elementary-stream packets for this long: content lost.
+    pub content_timeout: Option<Duration>,
+    /// Continuity errors within 10 s that count as content lost.
+    pub cc_error_limit: Option<u64>,
 }
 
 /// Why reading from an upstream stopped.
