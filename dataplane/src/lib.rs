@@ -6,14 +6,20 @@
 //! dependencies point one way, from the HTTP front to the core and down the
 //! data path:
 //!
-//! - [`config`]: the `restreamer.json` format and its validation;
+//! - [`config`]: the `restreamer.json` format and its validation into
+//!   typed, parsed values (upstream URLs, static sources, API targets,
+//!   listen addresses, credentials);
 //! - [`stream`]: the data path of one stream, top to bottom: `source`
 //!   (connect, failover, pacing) → `align` (188-byte packets) → `hub` (the
 //!   shared ring every client reads from);
-//! - [`front`]: the HTTP front: serving and routing requests, stream
-//!   clients, the built-in APIs, static resources, authentication;
 //! - [`proxy`]: the running proxy: the current generation built from a
-//!   config, reload, connection limits, metrics, notifications, logging.
+//!   config, reload, connection limits, metrics, notifications, static
+//!   documents, logging;
+//! - [`front`]: the HTTP front: the server's lifecycle, serving and
+//!   routing requests, stream clients, the built-in APIs, static resources.
+//!
+//! Each folder may use only those below it: `front` → `proxy` → `stream`,
+//! and `config` under all of them (`tests/layout.rs` checks it).
 
 pub mod config;
 pub mod front;

@@ -5,8 +5,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use restreamer::config::Config;
+use restreamer::front::server::{self, bind};
 use restreamer::proxy::logging::{self, AccessLog};
-use restreamer::proxy::{bind, Proxy};
+use restreamer::proxy::Proxy;
 use tracing::{error, info};
 
 /// Live MPEG-TS streaming proxy: one upstream, many HTTP clients.
@@ -84,7 +85,7 @@ fn main() -> ExitCode {
         let proxy = Proxy::start(config, Some(config_path));
         let reload = tokio::spawn(restreamer::proxy::reload::watch(proxy.clone()));
         let reopen = access_log.map(|log| tokio::spawn(logging::reopen_on_sigusr1(log)));
-        proxy.run(listener, admin, shutdown_signal()).await;
+        server::run(&proxy, listener, admin, shutdown_signal()).await;
         reload.abort();
         if let Some(reopen) = reopen {
             reopen.abort();

@@ -18,6 +18,7 @@
 //!
 //! This folder uses nothing else of the crate: every other part may use it.
 
+mod auth;
 mod upstream;
 mod valid;
 
@@ -26,14 +27,13 @@ use std::fmt;
 use std::path::Path;
 use std::time::Duration;
 
-use base64::engine::general_purpose::STANDARD as BASE64;
-use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
+pub use auth::Authenticator;
 pub use upstream::{url_path, Upstream, UpstreamKind};
 pub use valid::{
     check_notification_event, check_notification_url, parse_listen, ApiTarget, ListenAddress,
-    NotificationEvent, Served, StaticSource, ValidConfig, ValidNotification,
+    NotificationEvent, ParsedResource, Served, StaticSource, ValidConfig, ValidNotification,
 };
 
 /// The whole configuration of one data-plane process.
@@ -259,18 +259,6 @@ pub enum AuthType {
     None,
     Basic,
     Bearer,
-}
-
-impl AuthType {
-    /// The `Authorization` header value for a user: `Basic
-    /// base64(user:password)` or, as the original does, `Bearer
-    /// base64(password)`.
-    pub fn credential(self, user: &str, password: &str) -> String {
-        match self {
-            AuthType::Bearer => format!("Bearer {}", BASE64.encode(password)),
-            _ => format!("Basic {}", BASE64.encode(format!("{user}:{password}"))),
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]

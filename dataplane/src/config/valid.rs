@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use serde::{Serialize, Serializer};
 use url::Url;
 
+use super::auth::Authenticator;
 use super::upstream::{url_path, Upstream};
 use super::{ApiKind, Authentication, Config, ConfigError, ConfigErrors, Resource, ResourceType};
 
@@ -27,10 +28,18 @@ pub struct ValidConfig {
     pub listen_address: ListenAddress,
     /// `adminlisten`, parsed; `None` when empty.
     pub admin_address: Option<ListenAddress>,
-    /// What each of `resources` serves, in the same order.
-    served: Vec<Served>,
+    /// `resources`, parsed, in the same order.
+    parsed: Vec<ParsedResource>,
     /// `notifications`, parsed, in the same order.
     pub callbacks: Vec<ValidNotification>,
+}
+
+/// One resource, parsed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParsedResource {
+    pub serves: Served,
+    /// Who may see it; `None`: everyone.
+    pub auth: Option<Authenticator>,
 }
 
 /// What one resource serves, parsed.
@@ -187,9 +196,9 @@ impl ValidConfig {
         &self.config
     }
 
-    /// Every resource with what it serves, in configuration order.
-    pub fn served(&self) -> impl Iterator<Item = (&Resource, &Served)> {
-        self.config.resources.iter().zip(&self.served)
+    /// Every resource as written and parsed, in configuration order.
+    pub fn parsed_resources(&self) -> impl Iterator<Item = (&Resource, &ParsedResource)> {
+        self.config.resources.iter().zip(&self.parsed)
     }
 }
 
@@ -255,7 +264,7 @@ impl Config {
             .map(|r| r.serve.as_str())
             .collect();
         let mut served_paths = HashSet::new();
-        let mut served = Vec::new();
+        let mut parsed = Vec::new();
         for (i, resource) in self.resources.iter().enumerate() {
             let at = |key: &str| format!("resources[{i}].{key}");
             if !resource.serve.starts_with('/') {
@@ -328,7 +337,10 @@ impl Config {
                         .map(Served::Api)
                 }
             };
-            served.extend(serves);
+            parsed.extend(serves.map(|serves| ParsedResource {
+                serves,
+                auth: Authenticator::new(&resource.authentication, self),
+            }));
             if resource.kind != ResourceType::Stream {
                 for (key, set) in [
                     ("contenttimeout", resource.contenttimeout.is_some()),
@@ -386,7 +398,7 @@ impl Config {
                 config: self.clone(),
                 listen_address,
                 admin_address,
-                served,
+                parsed,
                 callbacks: notifications,
             }),
             _ => Err(ConfigErrors(errors)),
@@ -410,27 +422,5 @@ impl Config {
                 );
             }
         }
-    }
-
-    /// The `Authorization` value of every named user of `auth` that is in
-    /// the userlist, in order; none when `auth` has no type.
-    pub fn credentials(&self, auth: &Authentication) -> Vec<String> {
-        if auth.is_none() {
-            return Vec::new();
-        }
-        auth.named_users()
-            .filter_map(|name| {
-                let user = self.userlist.get(name)?;
-                Some(auth.kind.credential(name, &user.password))
-            })
-            .collect()
-    }
-
-    /// What a notification sends: as the original, the credentials of the
-    /// first configured user.
-    fn first_credential(&self, auth: &Authentication) -> Option<String> {
-        let first = auth.named_users().find(|user| !user.is_empty())?;
-        let user = self.userlist.get(first).filter(|_| !auth.is_none())?;
-        Some(auth.kind.credential(first, &user.password))
     }
 }

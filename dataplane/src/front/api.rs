@@ -12,23 +12,13 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 
 use http::{Request, Response, StatusCode};
 use serde::Serialize;
 
-use crate::front::serve::{text, with_type, Body};
+use crate::front::response::{text, with_type, Body};
 use crate::proxy::metrics::{sum, Totals};
-use crate::proxy::{Generation, Proxy, Stream};
-
-#[derive(Debug)]
-pub enum Api {
-    Health,
-    Statistics,
-    Check(Arc<Stream>),
-    Control(Arc<Stream>),
-    Prometheus,
-}
+use crate::proxy::{Api, Generation, Proxy, Stream};
 
 /// Answers a request to an API resource.
 pub fn respond<B>(

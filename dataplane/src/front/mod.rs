@@ -1,17 +1,21 @@
 //! The HTTP front: everything that answers a request.
 //!
+//! - [`server`] binds the listen addresses, serves until shutdown and
+//!   drains;
 //! - [`serve`] accepts connections, routes each request by its path and
 //!   serves stream clients from their stream's hub;
 //! - [`api`] answers the built-in APIs (health, statistics, check, control,
 //!   Prometheus metrics) and the probes;
-//! - [`static_files`] serves `static` resources (local files and remote
-//!   documents);
-//! - [`auth`] checks credentials (basic and bearer).
+//! - [`static_files`] answers for `static` resources (local files and
+//!   remote documents, conditional requests);
+//! - [`response`] holds the response helpers all of them use.
 //!
-//! The front reads the running proxy ([`crate::proxy`]) and the streams'
-//! hubs ([`crate::stream`]).
+//! The front is the top of the crate: it may use the running proxy
+//! ([`crate::proxy`]), the streams' hubs ([`crate::stream`]) and the config
+//! ([`crate::config`]); nothing below uses it.
 
 pub mod api;
-pub mod auth;
+pub mod response;
 pub mod serve;
+pub mod server;
 pub mod static_files;

@@ -24,19 +24,18 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{combinators::BoxBody, BodyExt, Empty, Full};
+use http_body_util::BodyExt;
 use hyper::body::{Frame, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tracing::{debug, info, warn};
 
-use crate::front::api;
+use crate::front::response::{empty, text, Body};
+use crate::front::{api, static_files};
 use crate::proxy::limit::ConnectionPermit;
 use crate::proxy::{Proxy, Stream, Target};
 use crate::stream::hub::Subscriber;
-
-pub type Body = BoxBody<Bytes, Infallible>;
 
 /// What a listener serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,7 +139,7 @@ pub async fn handle(
         Target::Stream { stream, preamble } => {
             serve_stream(proxy, stream, preamble.clone(), request.method(), peer)
         }
-        Target::Static(resource) => resource.respond(&request).await,
+        Target::Static(resource) => static_files::respond(resource, &request).await,
         Target::Api(api) => api::respond(proxy, &generation, api, &request),
     }
 }
@@ -270,26 +269,4 @@ fn stream_response(status: StatusCode, body: Body) -> Response<Body> {
         .header(header::ACCEPT_RANGES, "none")
         .body(body)
         .expect("static headers are valid")
-}
-
-/// A plain-text response.
-pub fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
-    with_type(status, "text/plain; charset=utf-8", body)
-}
-
-/// A response with a body of the given type.
-pub fn with_type(
-    status: StatusCode,
-    content_type: &'static str,
-    body: impl Into<Bytes>,
-) -> Response<Body> {
-    Response::builder()
-        .status(status)
-        .header(header::CONTENT_TYPE, content_type)
-        .body(Full::new(body.into()).boxed())
-        .expect("static headers are valid")
-}
-
-pub fn empty() -> Body {
-    Empty::new().boxed()
 }

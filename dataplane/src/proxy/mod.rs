@@ -13,13 +13,19 @@
 //! Around the generation, one module each: [`reload`] (watching the config
 //! file), [`limit`] (soft and hard connection limits), [`metrics`]
 //! (statistics and Prometheus), [`notifications`] (limit events sent to
-//! URLs) and [`logging`] (JSON logs and the access log).
+//! URLs, fed a `watch` of the config), [`static_resource`] (static
+//! documents and their cache) and [`logging`] (JSON logs and the access
+//! log).
+//!
+//! This folder may use the streams ([`crate::stream`]) and the config
+//! ([`crate::config`]), never the HTTP front, which sits above it.
 
 pub mod limit;
 pub mod logging;
 pub mod metrics;
 pub mod notifications;
 pub mod reload;
+pub mod static_resource;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -27,20 +33,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use anyhow::Context as _;
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
-use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
 use self::limit::ConnectionLimits;
 use self::metrics::{Metrics, RateWindow, Totals};
-use crate::config::{ApiTarget, Config, ListenAddress, Resource, Served, ValidConfig};
-use crate::front::api::Api;
-use crate::front::auth::Authenticator;
-use crate::front::serve::{self, Listener};
-use crate::front::static_files::StaticResource;
+use self::static_resource::StaticResource;
+use crate::config::{ApiTarget, Authenticator, Config, Resource, Served, ValidConfig};
 use crate::stream::align::PACKET_SIZE;
 use crate::stream::hub::Hub;
 use crate::stream::source::{self, SourceSettings, Upstream};
@@ -58,6 +59,8 @@ pub struct Proxy {
     config_path: Option<PathBuf>,
     /// Reloads are applied one at a time.
     apply_lock: Mutex<()>,
+    /// The config in force, for those who only need the config.
+    config: tokio::sync::watch::Sender<Arc<ValidConfig>>,
 }
 
 /// What one config serves.
@@ -87,6 +90,16 @@ pub enum Target {
     },
     Static(Arc<StaticResource>),
     Api(Api),
+}
+
+/// A built-in API, with the stream that `check` and `control` are about.
+#[derive(Debug)]
+pub enum Api {
+    Health,
+    Statistics,
+    Check(Arc<Stream>),
+    Control(Arc<Stream>),
+    Prometheus,
 }
 
 /// A stream: its hub, and the source task feeding it.
@@ -176,6 +189,7 @@ impl Proxy {
     /// notifications and the statistics sampler.
     pub fn start(config: ValidConfig, config_path: Option<PathBuf>) -> Arc<Proxy> {
         let (limit_events, limit_rx) = tokio::sync::mpsc::channel(64);
+        let (config_tx, config_rx) = tokio::sync::watch::channel(Arc::new(config.clone()));
         let proxy = Arc::new(Proxy {
             // Empty until `apply` below fills it in.
             current: RwLock::new(Arc::new(Generation {
@@ -194,9 +208,10 @@ impl Proxy {
             draining: AtomicBool::new(false),
             config_path,
             apply_lock: Mutex::new(()),
+            config: config_tx,
         });
         proxy.apply(config);
-        tokio::spawn(notifications::run(Arc::downgrade(&proxy), limit_rx));
+        tokio::spawn(notifications::run(config_rx, limit_rx));
         tokio::spawn(sample_rates(Arc::downgrade(&proxy)));
         proxy
     }
@@ -217,8 +232,8 @@ impl Proxy {
         let config = Arc::new(config);
 
         let mut streams = HashMap::new();
-        for (resource, served) in config.served() {
-            let Served::Stream { upstreams } = served else {
+        for (resource, parsed) in config.parsed_resources() {
+            let Served::Stream { upstreams } = &parsed.serves else {
                 continue;
             };
             let definition = SourceDefinition {
@@ -243,8 +258,8 @@ impl Proxy {
         }
 
         let mut routes = HashMap::new();
-        for (resource, served) in config.served() {
-            let target = match served {
+        for (resource, parsed) in config.parsed_resources() {
+            let target = match &parsed.serves {
                 Served::Stream { .. } => Target::Stream {
                     stream: Arc::clone(&streams[&resource.serve]),
                     preamble: read_preamble(&resource.preamble),
@@ -273,7 +288,7 @@ impl Proxy {
                     ApiTarget::Control { stream } => Api::Control(Arc::clone(&streams[stream])),
                 }),
             };
-            let auth = Authenticator::new(&resource.authentication, &config);
+            let auth = parsed.auth.clone();
             routes.insert(resource.serve.clone(), Route { auth, target });
         }
 
@@ -287,6 +302,7 @@ impl Proxy {
             resources = routes.len(),
             "configuration in force"
         );
+        self.config.send_replace(Arc::clone(&config));
         *self.current.write().unwrap() = Arc::new(Generation {
             config,
             hash,
@@ -328,6 +344,18 @@ impl Proxy {
         self.config_path.as_ref()
     }
 
+    /// From now on: not ready, no new stream clients (shutdown has begun).
+    pub fn begin_drain(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    /// Closes every stream, which ends its clients.
+    pub fn stop_streams(&self) {
+        for stream in self.current().streams.values() {
+            stream.stop();
+        }
+    }
+
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Relaxed)
     }
@@ -350,56 +378,6 @@ impl Proxy {
             .iter()
             .map(|(path, stream)| (path.clone(), Totals::of(&stream.hub.counters)))
             .collect()
-    }
-
-    /// Serves until `shutdown` completes, then drains: readiness goes
-    /// false, no new stream clients are let in, existing ones are served
-    /// for up to `draintime` seconds (or until they have all gone), then
-    /// every stream is closed.
-    pub async fn run(
-        self: &Arc<Self>,
-        listener: TcpListener,
-        admin: Option<TcpListener>,
-        shutdown: impl std::future::Future<Output = ()>,
-    ) {
-        let mut servers = vec![tokio::spawn(serve::serve(
-            listener,
-            Arc::clone(self),
-            if admin.is_some() {
-                Listener::Main
-            } else {
-                Listener::MainWithAdmin
-            },
-        ))];
-        if let Some(admin) = admin {
-            servers.push(tokio::spawn(serve::serve(
-                admin,
-                Arc::clone(self),
-                Listener::Admin,
-            )));
-        }
-        shutdown.await;
-
-        self.draining.store(true, Ordering::Relaxed);
-        let drain = Duration::from_secs(self.current().config.draintime);
-        info!(
-            event = "draining",
-            seconds = drain.as_secs(),
-            clients = self.limits.connected(),
-            "shutting down: not ready, serving current clients"
-        );
-        let deadline = tokio::time::Instant::now() + drain;
-        while self.limits.connected() > 0 && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        for stream in self.current().streams.values() {
-            stream.stop();
-        }
-        // Let the ended bodies finish on their connections.
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        for server in servers {
-            server.abort();
-        }
     }
 }
 
@@ -456,20 +434,4 @@ pub fn config_hash(config: &Config) -> String {
         .take(8)
         .map(|b| format!("{b:02x}"))
         .collect()
-}
-
-/// Binds a listen address. An empty host listens on every interface, IPv6
-/// and IPv4 where the system allows.
-pub async fn bind(listen: &ListenAddress) -> anyhow::Result<TcpListener> {
-    let (host, port) = (&listen.host, listen.port);
-    let listener = if host.is_empty() {
-        match TcpListener::bind(("::", port)).await {
-            Ok(listener) => Ok(listener),
-            Err(_) => TcpListener::bind(("0.0.0.0", port)).await,
-        }
-    } else {
-        TcpListener::bind((host.as_str(), port)).await
-    }
-    .with_context(|| format!("cannot listen on {listen}"))?;
-    Ok(listener)
 }

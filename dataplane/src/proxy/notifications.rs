@@ -8,37 +8,38 @@
 //! up a client or another notification. At most [`MAX_IN_FLIGHT`] deliveries
 //! run at once; past that, events are dropped with a log line.
 
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, watch, Semaphore};
 use tracing::{info, warn};
 
-use crate::config::{NotificationEvent, ValidNotification};
+use crate::config::{NotificationEvent, ValidConfig, ValidNotification};
 use crate::proxy::limit::LimitEvent;
-use crate::proxy::Proxy;
 
 const MAX_IN_FLIGHT: usize = 16;
 const ATTEMPTS: u32 = 3;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Delivers notifications until the proxy is gone.
-pub async fn run(proxy: Weak<Proxy>, mut limit_events: mpsc::Receiver<LimitEvent>) {
+/// Delivers notifications, as the config in force says, until the proxy is
+/// gone (the config's sender is dropped).
+pub async fn run(
+    config: watch::Receiver<Arc<ValidConfig>>,
+    mut limit_events: mpsc::Receiver<LimitEvent>,
+) {
     let client = reqwest::Client::builder()
         .timeout(REQUEST_TIMEOUT)
         .user_agent(concat!("restreamer/", env!("CARGO_PKG_VERSION")))
         .build()
         .expect("the HTTP client builds");
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
-    let heartbeat_period = |proxy: &Weak<Proxy>| {
-        proxy
-            .upgrade()
-            .map(|proxy| proxy.current().config.heartbeatinterval)
+    let heartbeat_period = |config: &watch::Receiver<Arc<ValidConfig>>| {
+        Some(config.borrow().heartbeatinterval)
             .filter(|&seconds| seconds > 0)
             .map(Duration::from_secs)
     };
     let mut next_heartbeat =
-        heartbeat_period(&proxy).map(|period| tokio::time::Instant::now() + period);
+        heartbeat_period(&config).map(|period| tokio::time::Instant::now() + period);
 
     loop {
         let event = tokio::select! {
@@ -49,13 +50,14 @@ pub async fn run(proxy: Weak<Proxy>, mut limit_events: mpsc::Receiver<LimitEvent
             },
             _ = tokio::time::sleep_until(next_heartbeat.unwrap_or_else(far_future)), if next_heartbeat.is_some() => {
                 // The period is read again each time: a reload may change it.
-                next_heartbeat = heartbeat_period(&proxy).map(|period| tokio::time::Instant::now() + period);
+                next_heartbeat = heartbeat_period(&config).map(|period| tokio::time::Instant::now() + period);
                 NotificationEvent::Heartbeat
             }
         };
-        let Some(proxy) = proxy.upgrade() else { return };
-        let config = Arc::clone(&proxy.current().config);
-        drop(proxy);
+        if config.has_changed().is_err() {
+            return; // The proxy is gone.
+        }
+        let config = Arc::clone(&config.borrow());
         let event_name = event.as_str();
         if event != NotificationEvent::Heartbeat {
             info!(event = event_name, "soft connection limit crossed");

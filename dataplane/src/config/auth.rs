@@ -1,18 +1,21 @@
-//! Authentication of requests: HTTP `Basic` and `Bearer` credentials
-//! against the users of the config.
+//! Authentication: HTTP `Basic` and `Bearer` credentials of the users of
+//! the config, those a resource accepts and those a notification sends.
 //!
-//! The expected `Authorization` values are computed once per config. A
-//! request's value is compared with every allowed one in constant time, and
-//! all of them are always compared, so the answer's timing tells nothing
-//! about how much of a credential was right or which user it matched.
+//! The accepted `Authorization` values are computed once, when the config
+//! is validated. A request's value is compared with every accepted one in
+//! constant time, and all of them are always compared, so the answer's
+//! timing tells nothing about how much of a credential was right or which
+//! user it matched.
 
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
 use http::{header, HeaderMap, HeaderValue};
 use subtle::ConstantTimeEq;
 
-use crate::config::{AuthType, Authentication, Config};
+use super::{AuthType, Authentication, Config};
 
 /// The credentials a resource accepts.
-#[derive(Clone)]
+#[derive(Clone, PartialEq)]
 pub struct Authenticator {
     kind: AuthType,
     /// The full `Authorization` header values that are accepted.
@@ -37,10 +40,12 @@ impl Authenticator {
         if auth.is_none() {
             return None;
         }
-        let accepted = config
-            .credentials(auth)
-            .into_iter()
-            .map(String::into_bytes)
+        let accepted = auth
+            .named_users()
+            .filter_map(|name| {
+                let user = config.userlist.get(name)?;
+                Some(auth.kind.credential(name, &user.password).into_bytes())
+            })
             .collect();
         let scheme = match auth.kind {
             AuthType::Bearer => "Bearer",
@@ -75,17 +80,40 @@ impl Authenticator {
     }
 }
 
+impl AuthType {
+    /// The `Authorization` header value for a user: `Basic
+    /// base64(user:password)` or, as the original does, `Bearer
+    /// base64(password)`.
+    pub fn credential(self, user: &str, password: &str) -> String {
+        match self {
+            AuthType::Bearer => format!("Bearer {}", BASE64.encode(password)),
+            _ => format!("Basic {}", BASE64.encode(format!("{user}:{password}"))),
+        }
+    }
+}
+
+impl Config {
+    /// What a notification sends: as the original, the credentials of the
+    /// first configured user; none when `auth` has no type.
+    pub fn first_credential(&self, auth: &Authentication) -> Option<String> {
+        if auth.is_none() {
+            return None;
+        }
+        let first = auth.named_users().find(|user| !user.is_empty())?;
+        let user = self.userlist.get(first)?;
+        Some(auth.kind.credential(first, &user.password))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use base64::engine::general_purpose::STANDARD as BASE64;
-    use base64::Engine as _;
 
     fn credential(kind: AuthType, user: &str, password: &str) -> String {
         kind.credential(user, password)
     }
 
-    fn config() -> crate::config::ValidConfig {
+    fn config() -> super::super::ValidConfig {
         Config::parse(
             r#"{"userlist": {"alice": {"password": "wonder"}, "bob": {"password": "builder"}}}"#,
         )

@@ -1,0 +1,78 @@
+//! The server's lifecycle: binding the listen addresses, serving on them
+//! until shutdown, then draining (readiness goes false, no new stream
+//! clients, current ones are served for up to `draintime` seconds or until
+//! they have all gone) and closing every stream.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tracing::info;
+
+use crate::config::ListenAddress;
+use crate::front::serve::{self, Listener};
+use crate::proxy::Proxy;
+
+/// Binds a listen address. An empty host listens on every interface, IPv6
+/// and IPv4 where the system allows.
+pub async fn bind(listen: &ListenAddress) -> anyhow::Result<TcpListener> {
+    let (host, port) = (&listen.host, listen.port);
+    let listener = if host.is_empty() {
+        match TcpListener::bind(("::", port)).await {
+            Ok(listener) => Ok(listener),
+            Err(_) => TcpListener::bind(("0.0.0.0", port)).await,
+        }
+    } else {
+        TcpListener::bind((host.as_str(), port)).await
+    }
+    .with_context(|| format!("cannot listen on {listen}"))?;
+    Ok(listener)
+}
+
+/// Serves `proxy` on `listener` (and the probes and metrics on `admin`, if
+/// given) until `shutdown` completes, then drains and closes every stream.
+pub async fn run(
+    proxy: &Arc<Proxy>,
+    listener: TcpListener,
+    admin: Option<TcpListener>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let mut servers = vec![tokio::spawn(serve::serve(
+        listener,
+        Arc::clone(proxy),
+        if admin.is_some() {
+            Listener::Main
+        } else {
+            Listener::MainWithAdmin
+        },
+    ))];
+    if let Some(admin) = admin {
+        servers.push(tokio::spawn(serve::serve(
+            admin,
+            Arc::clone(proxy),
+            Listener::Admin,
+        )));
+    }
+    shutdown.await;
+
+    proxy.begin_drain();
+    let drain = Duration::from_secs(proxy.current().config.draintime);
+    info!(
+        event = "draining",
+        seconds = drain.as_secs(),
+        clients = proxy.limits.connected(),
+        "shutting down: not ready, serving current clients"
+    );
+    let deadline = tokio::time::Instant::now() + drain;
+    while proxy.limits.connected() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    proxy.stop_streams();
+    // Let the ended bodies finish on their connections.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for server in servers {
+        server.abort();
+    }
+}
