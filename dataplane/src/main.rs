@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use restreamer::config::Config;
 use restreamer::front::server::{self, bind};
+use restreamer::front::tls::{self, CertificateFiles, Certificates, TlsListener};
 use restreamer::proxy::logging::{self, AccessLog};
 use restreamer::proxy::Proxy;
 use tracing::{error, info};
@@ -35,6 +36,19 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // The certificate is read here, not with the config: the operator
+    // validates configs whose certificate is in a Secret it never sees.
+    let certificates = match CertificateFiles::of(&config, &cli.config)
+        .map(Certificates::load)
+        .transpose()
+    {
+        Ok(certificates) => certificates,
+        Err(error) => {
+            eprintln!("{}: invalid configuration:", cli.config.display());
+            eprintln!("  {error}");
+            return ExitCode::FAILURE;
+        }
+    };
     if cli.check {
         for warning in config.warnings() {
             eprintln!("{}: warning: {warning}", cli.config.display());
@@ -58,12 +72,28 @@ fn main() -> ExitCode {
 
     let runtime = tokio::runtime::Runtime::new().expect("cannot start the tokio runtime");
     runtime.block_on(async {
-        let listener = match bind(&config.listen_address).await {
-            Ok(listener) => listener,
-            Err(e) => {
-                error!(event = "error", error = %format!("{e:#}"), "cannot start");
-                return ExitCode::FAILURE;
-            }
+        let listener = match &config.listen_address {
+            None => None,
+            Some(address) => match bind(address).await {
+                Ok(listener) => Some(listener),
+                Err(e) => {
+                    error!(event = "error", error = %format!("{e:#}"), "cannot start");
+                    return ExitCode::FAILURE;
+                }
+            },
+        };
+        let tls = match (&certificates, &config.tls_address) {
+            (Some(certificates), Some(address)) => match bind(address).await {
+                Ok(listener) => Some(TlsListener {
+                    listener,
+                    acceptor: certificates.acceptor(),
+                }),
+                Err(e) => {
+                    error!(event = "error", error = %format!("{e:#}"), "cannot start");
+                    return ExitCode::FAILURE;
+                }
+            },
+            _ => None,
         };
         let admin = match &config.admin_address {
             None => None,
@@ -75,9 +105,14 @@ fn main() -> ExitCode {
                 }
             },
         };
-        for (role, listener) in [("main", Some(&listener)), ("admin", admin.as_ref())] {
+        for (role, listener) in [
+            ("main", listener.as_ref()),
+            ("admin", admin.as_ref()),
+            ("tls", tls.as_ref().map(|tls| &tls.listener)),
+        ] {
             if let Some(address) = listener.and_then(|l| l.local_addr().ok()) {
-                info!(event = "listening", role, address = %address, "serving HTTP");
+                let protocol = if role == "tls" { "HTTPS" } else { "HTTP" };
+                info!(event = "listening", role, address = %address, "serving {protocol}");
             }
         }
 
@@ -85,8 +120,12 @@ fn main() -> ExitCode {
         let proxy = Proxy::start(config, Some(config_path));
         let reload = tokio::spawn(restreamer::proxy::reload::watch(proxy.clone()));
         let reopen = access_log.map(|log| tokio::spawn(logging::reopen_on_sigusr1(log)));
-        server::run(&proxy, listener, admin, shutdown_signal()).await;
+        let tls_watch = certificates.map(|c| tokio::spawn(tls::watch(c)));
+        server::run(&proxy, listener, admin, tls, shutdown_signal()).await;
         reload.abort();
+        if let Some(tls_watch) = tls_watch {
+            tls_watch.abort();
+        }
         if let Some(reopen) = reopen {
             reopen.abort();
         }

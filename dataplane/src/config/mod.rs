@@ -36,6 +36,9 @@ pub use valid::{
     NotificationEvent, ParsedResource, Served, StaticSource, ValidConfig, ValidNotification,
 };
 
+mod cidr;
+pub use cidr::Cidr;
+
 /// The whole configuration of one data-plane process.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -100,6 +103,30 @@ pub struct Config {
     /// Beyond the original: continuity errors within 10 seconds that count
     /// as a lost upstream (failover). 0 = off. A stream may set its own.
     pub ccerrorlimit: u64,
+    /// Beyond the original: an address serving the same routes as `listen`
+    /// over HTTPS (HTTP/1.1 and HTTP/2 by ALPN). Empty = no HTTPS. With it,
+    /// `listen` may be empty: HTTPS only.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub tlslisten: String,
+    /// Beyond the original: the PEM certificate chain for `tlslisten`, leaf
+    /// first; relative to the config file. Watched: a new one is taken up by
+    /// new connections.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub tlscert: String,
+    /// Beyond the original: the PEM private key of `tlscert`; relative to
+    /// the config file. Watched with it.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub tlskey: String,
+    /// Beyond the original: stream connections one client address may hold
+    /// at once; past it, its new stream clients are refused as past the
+    /// hard limit. 0 = no limit.
+    #[serde(skip_serializing_if = "is_default")]
+    pub maxperclient: usize,
+    /// Beyond the original: peers (CIDRs, or single addresses) whose
+    /// `Forwarded` / `X-Forwarded-For` headers name the client address.
+    /// Those headers are ignored from every other peer.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub trustedproxies: Vec<Cidr>,
 }
 
 impl Default for Config {
@@ -127,6 +154,11 @@ impl Default for Config {
             userfile: String::new(),
             contenttimeout: 10,
             ccerrorlimit: 0,
+            tlslisten: String::new(),
+            tlscert: String::new(),
+            tlskey: String::new(),
+            maxperclient: 0,
+            trustedproxies: Vec::new(),
         }
     }
 }
@@ -259,6 +291,9 @@ pub enum AuthType {
     None,
     Basic,
     Bearer,
+    /// Signed URLs: each user's password is a key that signs a path and an
+    /// expiry time (see `front::token`).
+    Token,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -646,6 +681,29 @@ mod tests {
                 r#"{"resources": [{"type": "api", "api": "health", "serve": "/h", "contenttimeout": 3}]}"#
             ),
             "resources[0].contenttimeout: only stream resources have content checks"
+        );
+    }
+
+    #[test]
+    fn tls_keys_go_together() {
+        let config = Config::parse(
+            r#"{"listen": "", "tlslisten": ":8443", "tlscert": "c.pem", "tlskey": "k.pem",
+                "trustedproxies": ["10.0.0.0/8", "192.0.2.7"], "maxperclient": 4}"#,
+        )
+        .unwrap();
+        assert_eq!(config.trustedproxies[1].to_string(), "192.0.2.7/32");
+        assert_eq!(
+            errors(r#"{"tlslisten": ":8443", "tlskey": "k.pem"}"#),
+            "tlscert: tlslisten needs a certificate and its key"
+        );
+        assert_eq!(
+            errors(r#"{"tlscert": "c.pem", "tlskey": "k.pem"}"#),
+            "tlscert: is set but tlslisten is not\ntlskey: is set but tlslisten is not"
+        );
+        assert!(errors(r#"{"listen": ""}"#).starts_with("listen: "));
+        assert_eq!(
+            errors(r#"{"trustedproxies": ["10.0.0.0/8", "10.0.0/8"]}"#),
+            "trustedproxies[1]: \"10.0.0/8\" is not an address or CIDR"
         );
     }
 

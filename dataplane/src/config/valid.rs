@@ -15,7 +15,9 @@ use url::Url;
 
 use super::auth::Authenticator;
 use super::upstream::{url_path, Upstream};
-use super::{ApiKind, Authentication, Config, ConfigError, ConfigErrors, Resource, ResourceType};
+use super::{
+    ApiKind, AuthType, Authentication, Config, ConfigError, ConfigErrors, Resource, ResourceType,
+};
 
 /// A config that passed validation, with its values parsed.
 ///
@@ -24,8 +26,10 @@ use super::{ApiKind, Authentication, Config, ConfigError, ConfigErrors, Resource
 #[derive(Debug, Clone, PartialEq)]
 pub struct ValidConfig {
     config: Config,
-    /// `listen`, parsed.
-    pub listen_address: ListenAddress,
+    /// `listen`, parsed; `None` when empty with `tlslisten` set (HTTPS only).
+    pub listen_address: Option<ListenAddress>,
+    /// `tlslisten`, parsed; `None` when empty.
+    pub tls_address: Option<ListenAddress>,
     /// `adminlisten`, parsed; `None` when empty.
     pub admin_address: Option<ListenAddress>,
     /// `resources`, parsed, in the same order.
@@ -229,9 +233,29 @@ impl Config {
         let mut errors = Vec::new();
         let mut error = |path: String, message: String| errors.push(ConfigError { path, message });
 
-        let listen_address = ListenAddress::parse(&self.listen)
-            .map_err(|message| error("listen".into(), message))
-            .ok();
+        let tls_address = match self.tlslisten.as_str() {
+            "" => None,
+            tls => ListenAddress::parse(tls)
+                .map_err(|message| error("tlslisten".into(), message))
+                .ok(),
+        };
+        let https_only = self.listen.is_empty() && !self.tlslisten.is_empty();
+        let listen_address = match https_only {
+            true => None,
+            false => ListenAddress::parse(&self.listen)
+                .map_err(|message| error("listen".into(), message))
+                .ok(),
+        };
+        for (key, value) in [("tlscert", &self.tlscert), ("tlskey", &self.tlskey)] {
+            match (self.tlslisten.is_empty(), value.is_empty()) {
+                (false, true) => error(
+                    key.into(),
+                    "tlslisten needs a certificate and its key".into(),
+                ),
+                (true, false) => error(key.into(), "is set but tlslisten is not".into()),
+                _ => {}
+            }
+        }
         let admin_address = match self.adminlisten.as_str() {
             "" => None,
             admin => ListenAddress::parse(admin)
@@ -379,6 +403,13 @@ impl Config {
             let url = parse_notification_url(&notification.url)
                 .map_err(|message| error(at("url"), message))
                 .ok();
+            if notification.authentication.kind == AuthType::Token {
+                error(
+                    at("authentication.type"),
+                    "token is for resources (signed URLs); a notification sends basic or bearer"
+                        .into(),
+                );
+            }
             self.validate_authentication(
                 &notification.authentication,
                 &at("authentication"),
@@ -393,16 +424,18 @@ impl Config {
             }
         }
 
-        match listen_address {
-            Some(listen_address) if errors.is_empty() => Ok(ValidConfig {
-                config: self.clone(),
-                listen_address,
-                admin_address,
-                parsed,
-                callbacks: notifications,
-            }),
-            _ => Err(ConfigErrors(errors)),
+        // A listen address that did not parse is among the errors.
+        if !errors.is_empty() {
+            return Err(ConfigErrors(errors));
         }
+        Ok(ValidConfig {
+            config: self.clone(),
+            listen_address,
+            tls_address,
+            admin_address,
+            parsed,
+            callbacks: notifications,
+        })
     }
 
     fn validate_authentication(

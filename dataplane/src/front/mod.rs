@@ -9,6 +9,8 @@
 //! - [`static_files`] answers for `static` resources (local files and
 //!   remote documents, conditional requests);
 //! - [`response`] holds the response helpers all of them use.
+//! - [`tls`] serves the same over HTTPS (`tlslisten`) and takes up a
+//!   renewed certificate without a restart.
 //!
 //! The front is the top of the crate: it may use the running proxy
 //! ([`crate::proxy`]), the streams' hubs ([`crate::stream`]) and the config
@@ -19,3 +21,4 @@ pub mod response;
 pub mod serve;
 pub mod server;
 pub mod static_files;
+pub mod tls;

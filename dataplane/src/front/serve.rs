@@ -28,6 +28,7 @@ use http_body_util::BodyExt;
 use hyper::body::{Frame, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tracing::{debug, info, warn};
 
@@ -77,22 +78,32 @@ pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, role: Listener) {
                 debug!(event = "connection-silent", client = %peer, "closed: nothing sent within headertimeout");
                 return;
             }
-            let service = service_fn(move |request| {
-                let proxy = Arc::clone(&proxy);
-                async move { Ok::<_, Infallible>(handle(&proxy, request, peer, role).await) }
-            });
-            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            builder
-                .http1()
-                .timer(TokioTimer::new())
-                .header_read_timeout(header_timeout);
-            if let Err(error) = builder
-                .serve_connection(TokioIo::new(socket), service)
-                .await
-            {
-                debug!(event = "connection-error", client = %peer, error = %error);
-            }
+            serve_connection(socket, peer, proxy, role, header_timeout).await;
         });
+    }
+}
+
+/// Serves one connection, plain or TLS, until it closes.
+pub async fn serve_connection<I>(
+    io: I,
+    peer: SocketAddr,
+    proxy: Arc<Proxy>,
+    role: Listener,
+    header_timeout: Duration,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |request| {
+        let proxy = Arc::clone(&proxy);
+        async move { Ok::<_, Infallible>(handle(&proxy, request, peer, role).await) }
+    });
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    if let Err(error) = builder.serve_connection(TokioIo::new(io), service).await {
+        debug!(event = "connection-error", client = %peer, error = %error);
     }
 }
 

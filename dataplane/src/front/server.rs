@@ -13,6 +13,7 @@ use tracing::info;
 
 use crate::config::ListenAddress;
 use crate::front::serve::{self, Listener};
+use crate::front::tls::TlsListener;
 use crate::proxy::Proxy;
 
 /// Binds a listen address. An empty host listens on every interface, IPv6
@@ -31,23 +32,33 @@ pub async fn bind(listen: &ListenAddress) -> anyhow::Result<TcpListener> {
     Ok(listener)
 }
 
-/// Serves `proxy` on `listener` (and the probes and metrics on `admin`, if
-/// given) until `shutdown` completes, then drains and closes every stream.
+/// Serves `proxy` on `listener` (plain HTTP) and `tls` (HTTPS), which
+/// serve the same routes (at least one of them is there), and the probes
+/// and metrics on `admin`, if given, until `shutdown` completes, then
+/// drains and closes every stream.
 pub async fn run(
     proxy: &Arc<Proxy>,
-    listener: TcpListener,
+    listener: Option<TcpListener>,
     admin: Option<TcpListener>,
+    tls: Option<TlsListener>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let mut servers = vec![tokio::spawn(serve::serve(
-        listener,
-        Arc::clone(proxy),
-        if admin.is_some() {
-            Listener::Main
-        } else {
-            Listener::MainWithAdmin
-        },
-    ))];
+    let main_role = if admin.is_some() {
+        Listener::Main
+    } else {
+        Listener::MainWithAdmin
+    };
+    let mut servers = Vec::new();
+    if let Some(listener) = listener {
+        servers.push(tokio::spawn(serve::serve(
+            listener,
+            Arc::clone(proxy),
+            main_role,
+        )));
+    }
+    if let Some(tls) = tls {
+        servers.push(tokio::spawn(tls.serve(Arc::clone(proxy), main_role)));
+    }
     if let Some(admin) = admin {
         servers.push(tokio::spawn(serve::serve(
             admin,
