@@ -94,19 +94,18 @@ impl Connection {
                 Connection::Udp(open_udp(host, *port, settings).await?)
             }
             UpstreamKind::Http(url) => {
-                let mut client = reqwest::Client::builder()
-                    .user_agent(concat!("restreamer/", env!("CARGO_PKG_VERSION")));
-                if let Some(limit) = settings.connect_timeout {
-                    client = client.connect_timeout(limit);
-                }
-                let client = client
+                let client = reqwest::Client::builder()
+                    .user_agent(concat!("restreamer/", env!("CARGO_PKG_VERSION")))
+                    .connect_timeout(settings.connect_limit())
                     .build()
-                    .map_err(|e| SourceError::Http(e.to_string()))?;
-                let response = client
-                    .get(url.clone())
-                    .send()
+                    .map_err(|e| SourceError::Http(error_chain(e)))?;
+                // A server that accepts and never answers (or stalls in the
+                // TLS handshake) must not hold the stream.
+                let limit = settings.response_limit();
+                let response = tokio::time::timeout(limit, client.get(url.clone()).send())
                     .await
-                    .map_err(|e| SourceError::Http(without_url(e)))?;
+                    .map_err(|_| SourceError::NoResponse(limit))?
+                    .map_err(|e| SourceError::Http(error_chain(e)))?;
                 if !response.status().is_success() {
                     return Err(SourceError::Http(format!(
                         "HTTP status {}",
@@ -165,7 +164,7 @@ impl Connection {
                 if rest.is_empty() {
                     match body.next().await {
                         Some(Ok(chunk)) => *rest = chunk,
-                        Some(Err(e)) => return Err(SourceError::Http(without_url(e))),
+                        Some(Err(e)) => return Err(SourceError::Http(error_chain(e))),
                         None => return Ok(0),
                     }
                 }
@@ -196,9 +195,24 @@ impl Connection {
     }
 }
 
-/// reqwest errors repeat the URL, which may hold credentials.
-fn without_url(error: reqwest::Error) -> String {
-    error.without_url().to_string()
+/// What went wrong with an HTTP upstream, cause by cause ("error sending
+/// request" alone says nothing): e.g. `error following redirect: too many
+/// redirects`. Without the URL, which may hold credentials (the log line
+/// names the upstream with its password hidden).
+fn error_chain(error: reqwest::Error) -> String {
+    let error = error.without_url();
+    let mut text = error.to_string();
+    let mut cause = std::error::Error::source(&error);
+    while let Some(error) = cause {
+        let message = error.to_string();
+        // hyper and reqwest wrap errors in layers that repeat the inner one.
+        if !text.ends_with(&message) {
+            text.push_str(": ");
+            text.push_str(&message);
+        }
+        cause = error.source();
+    }
+    text
 }
 
 /// Removes the RTP header of the datagram at `buf[start..]`, if it has one,

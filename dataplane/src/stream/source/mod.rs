@@ -32,6 +32,11 @@ pub use crate::config::{Upstream, UpstreamKind};
 pub use connection::Connection;
 pub use pacing::Pacer;
 
+/// How long a network upstream may take to connect, or to send its response
+/// head (HTTP), when `timeout` and `readtimeout` are 0: no attempt waits
+/// forever, so the next upstream is always tried.
+pub const DEFAULT_ATTEMPT_LIMIT: Duration = Duration::from_secs(10);
+
 /// Everything a source needs besides its URLs (the proxy fills it in from
 /// the config).
 #[derive(Debug, Clone, PartialEq)]
@@ -55,6 +60,25 @@ pub struct SourceSettings {
     pub cc_error_limit: Option<u64>,
 }
 
+impl SourceSettings {
+    /// How long connecting to a network upstream may take.
+    pub fn connect_limit(&self) -> Duration {
+        self.connect_timeout.unwrap_or(DEFAULT_ATTEMPT_LIMIT)
+    }
+
+    /// How long an HTTP upstream may take from the start of the attempt to
+    /// its response head (connect, TLS handshake, head): `timeout` or
+    /// `readtimeout`, whichever is shorter (nothing was received for that
+    /// long), or the default bound when both are 0.
+    pub fn response_limit(&self) -> Duration {
+        match (self.connect_timeout, self.read_timeout) {
+            (Some(a), Some(b)) => a.min(b),
+            (Some(limit), None) | (None, Some(limit)) => limit,
+            (None, None) => DEFAULT_ATTEMPT_LIMIT,
+        }
+    }
+}
+
 /// Why reading from an upstream stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
@@ -64,6 +88,8 @@ pub enum SourceError {
     ReadTimeout(Duration),
     #[error("connect timed out after {0:?}")]
     ConnectTimeout(Duration),
+    #[error("no response head within {0:?}")]
+    NoResponse(Duration),
     #[error("{0}")]
     Io(#[from] std::io::Error),
     #[error("{0}")]
@@ -137,7 +163,19 @@ async fn connect(
     upstream: &Upstream,
     settings: &SourceSettings,
 ) -> Result<Connection, SourceError> {
-    match settings.connect_timeout {
+    let limit = match upstream.kind {
+        // Bounded inside: the connect, then the response head.
+        UpstreamKind::Http(_) => return Connection::open(upstream, settings).await,
+        // A peer that never completes the handshake must not hold the
+        // stream, whatever the config says.
+        UpstreamKind::Tcp { .. } | UpstreamKind::Unix { .. } | UpstreamKind::UnixPacket { .. } => {
+            Some(settings.connect_limit())
+        }
+        // Files, FIFOs (which wait for their writer), commands and
+        // datagram sockets: only the configured timeout.
+        _ => settings.connect_timeout,
+    };
+    match limit {
         Some(limit) => timeout(limit, Connection::open(upstream, settings))
             .await
             .map_err(|_| SourceError::ConnectTimeout(limit))?,
