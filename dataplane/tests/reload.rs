@@ -112,6 +112,45 @@ async fn an_unchanged_stream_keeps_its_clients_and_its_upstream_connection() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buffer_and_timeout_changes_apply_without_reconnecting_upstreams() {
+    let a = TcpUpstream::start(0x10a, 1000).await;
+    let b = TcpUpstream::start(0x10b, 1000).await;
+    let mut config = two_streams(&a, &b);
+    let proxy = Proxy::start(config.clone());
+    proxy.wait_for_event("upstream-connect", 2).await;
+    let mut viewer = Client::get(&proxy.url("/a")).await;
+    viewer.read_for(Duration::from_millis(300)).await;
+
+    // Every setting but the upstream lists changes.
+    config["outputbuffer"] = json!(4000);
+    config["inputbuffer"] = json!(2000);
+    config["timeout"] = json!(7);
+    config["readtimeout"] = json!(9);
+    config["reconnect"] = json!(3);
+    config["flushms"] = json!(20);
+    proxy.rewrite(config);
+    proxy.wait_for_event("config-reload", 1).await;
+    let during = decode(&viewer.read_for(Duration::from_secs(1)).await);
+    assert!(
+        !during.is_empty(),
+        "the client got nothing after the reload"
+    );
+    assert_eq!(gaps(&during), 0, "the client lost packets in the reload");
+    assert_eq!(
+        (a.connections(), b.connections()),
+        (1, 1),
+        "an upstream was reconnected although no upstream list changed"
+    );
+    assert!(
+        proxy.events("stream-updated").is_empty(),
+        "logged as an upstream change: {:?}",
+        proxy.events("stream-updated")
+    );
+    assert!(proxy.events("upstream-loss").is_empty());
+    assert_eq!(Client::get(&proxy.url("/b")).await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invalid_config_is_rejected_and_the_last_good_one_keeps_serving() {
     let a = TcpUpstream::start(0x10a, 1000).await;
     let b = TcpUpstream::start(0x10b, 1000).await;

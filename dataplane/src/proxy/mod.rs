@@ -5,10 +5,12 @@
 //! A config becomes a [`Generation`]: the routes (what is served at which
 //! path) and the streams. Requests read the current generation; a reload
 //! builds the next one and swaps it in. Streams outlive generations: a
-//! stream whose definition is unchanged is carried over as it is, hub,
-//! source and clients; a stream whose upstreams changed keeps its hub and
-//! clients and gets a new source; a removed stream is closed, which ends
-//! its clients; a new stream starts.
+//! stream whose upstreams are unchanged is carried over as it is, hub,
+//! source and clients, and takes its other settings (buffers, timeouts,
+//! `flushms`) in place: new clients and the source's next connection use
+//! them. A stream whose upstreams changed keeps its hub and clients and
+//! gets a new source; a removed stream is closed, which ends its clients;
+//! a new stream starts.
 //!
 //! Around the generation, one module each: [`reload`] (watching the config
 //! file), [`limit`] (soft and hard connection limits), [`metrics`]
@@ -35,6 +37,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
@@ -60,7 +63,7 @@ pub struct Proxy {
     /// Reloads are applied one at a time.
     apply_lock: Mutex<()>,
     /// The config in force, for those who only need the config.
-    config: tokio::sync::watch::Sender<Arc<ValidConfig>>,
+    config: watch::Sender<Arc<ValidConfig>>,
 }
 
 /// What one config serves.
@@ -114,39 +117,50 @@ pub struct Stream {
 
 #[derive(Debug)]
 struct RunningSource {
-    definition: SourceDefinition,
+    upstreams: Vec<Upstream>,
+    /// The settings the source reads at its next connection.
+    settings: watch::Sender<SourceSettings>,
     task: JoinHandle<()>,
 }
 
-/// Everything that, when it changes, needs a new source.
-#[derive(Debug, Clone, PartialEq)]
-struct SourceDefinition {
-    upstreams: Vec<Upstream>,
-    settings: SourceSettings,
-}
-
 impl Stream {
-    fn start(path: &str, definition: SourceDefinition, queue_packets: usize) -> Arc<Stream> {
+    fn start(
+        path: &str,
+        upstreams: Vec<Upstream>,
+        settings: SourceSettings,
+        queue_packets: usize,
+    ) -> Arc<Stream> {
         let hub = Hub::new(queue_packets);
-        let task = spawn_source(path, &definition, &hub);
+        let settings = watch::Sender::new(settings);
+        let task = spawn_source(path, &upstreams, &settings, &hub);
         Arc::new(Stream {
             path: path.to_string(),
             hub,
-            source: Mutex::new(RunningSource { definition, task }),
+            source: Mutex::new(RunningSource {
+                upstreams,
+                settings,
+                task,
+            }),
             offline: AtomicBool::new(false),
         })
     }
 
-    /// Switches to a new source if the definition changed; clients stay.
-    fn update(&self, definition: SourceDefinition) {
+    /// Switches to a new source if the upstreams changed (clients stay);
+    /// other settings apply in place, from the source's next connection.
+    fn update(&self, upstreams: Vec<Upstream>, settings: SourceSettings) {
         let mut source = self.source.lock().unwrap();
-        if source.definition == definition {
+        source.settings.send_if_modified(|current| {
+            let changed = *current != settings;
+            *current = settings;
+            changed
+        });
+        if source.upstreams == upstreams {
             return;
         }
         source.task.abort();
         self.hub.set_upstream_connected(false);
-        source.task = spawn_source(&self.path, &definition, &self.hub);
-        source.definition = definition;
+        source.task = spawn_source(&self.path, &upstreams, &source.settings, &self.hub);
+        source.upstreams = upstreams;
         info!(event = "stream-updated", stream = %self.path, "upstreams changed: switching source, clients stay");
     }
 
@@ -175,11 +189,16 @@ impl Stream {
     }
 }
 
-fn spawn_source(path: &str, definition: &SourceDefinition, hub: &Arc<Hub>) -> JoinHandle<()> {
+fn spawn_source(
+    path: &str,
+    upstreams: &[Upstream],
+    settings: &watch::Sender<SourceSettings>,
+    hub: &Arc<Hub>,
+) -> JoinHandle<()> {
     tokio::spawn(source::run(
         path.to_string(),
-        definition.upstreams.clone(),
-        definition.settings.clone(),
+        upstreams.to_vec(),
+        settings.subscribe(),
         Arc::clone(hub),
     ))
 }
@@ -189,7 +208,7 @@ impl Proxy {
     /// notifications and the statistics sampler.
     pub fn start(config: ValidConfig, config_path: Option<PathBuf>) -> Arc<Proxy> {
         let (limit_events, limit_rx) = tokio::sync::mpsc::channel(64);
-        let (config_tx, config_rx) = tokio::sync::watch::channel(Arc::new(config.clone()));
+        let (config_tx, config_rx) = watch::channel(Arc::new(config.clone()));
         let proxy = Arc::new(Proxy {
             // Empty until `apply` below fills it in.
             current: RwLock::new(Arc::new(Generation {
@@ -236,17 +255,15 @@ impl Proxy {
             let Served::Stream { upstreams } = &parsed.serves else {
                 continue;
             };
-            let definition = SourceDefinition {
-                upstreams: upstreams.clone(),
-                settings: source_settings(&config, resource),
-            };
+            let upstreams = upstreams.clone();
+            let settings = source_settings(&config, resource);
             let stream = match old.streams.get(&resource.serve) {
                 Some(stream) => {
-                    stream.update(definition);
+                    stream.update(upstreams, settings);
                     stream.hub.set_queue_packets(config.outputbuffer);
                     Arc::clone(stream)
                 }
-                None => Stream::start(&resource.serve, definition, config.outputbuffer),
+                None => Stream::start(&resource.serve, upstreams, settings, config.outputbuffer),
             };
             streams.insert(resource.serve.clone(), stream);
         }

@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use rand::seq::SliceRandom;
+use tokio::sync::watch;
 use tokio::time::{sleep_until, timeout, Instant};
 use tracing::{info, warn};
 
@@ -98,15 +99,19 @@ pub enum SourceError {
 
 /// Runs a stream's source until the task is aborted (or, with reconnect
 /// disabled, until its upstream is lost).
+///
+/// `settings` may change while it runs (a reload): each connection attempt
+/// uses the newest, and a connection keeps the ones it started with.
 pub async fn run(
     stream: String,
     mut upstreams: Vec<Upstream>,
-    settings: SourceSettings,
+    settings: watch::Receiver<SourceSettings>,
     hub: Arc<Hub>,
 ) {
     upstreams.shuffle(&mut rand::thread_rng());
     let mut next = 0;
     loop {
+        let settings = settings.borrow().clone();
         let round_started = Instant::now();
         let mut connected = None;
         for attempt in 0..upstreams.len() {
