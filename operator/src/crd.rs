@@ -140,6 +140,12 @@ pub struct StreamSpec {
     /// Network interface to join multicast groups on (udp upstreams).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub multicast_interface: Option<String>,
+    /// This channel's own `spec.upstream.contentTimeoutSeconds`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_timeout_seconds: Option<u32>,
+    /// This channel's own `spec.upstream.ccErrorLimit`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cc_error_limit: Option<u32>,
 }
 
 /// Connection limits per pod.
@@ -200,6 +206,15 @@ pub struct UpstreamSettings {
     /// Minimum time between rounds of connection attempts; 0 = never
     /// reconnect.
     pub reconnect_seconds: u32,
+    /// An upstream that stays connected but sends no PAT and PMT, or no
+    /// packet of any elementary stream its PMT lists, or whose video
+    /// stops, for this long counts as lost: the pods fail over as on a
+    /// disconnect. 0 = off. A channel may set its own.
+    pub content_timeout_seconds: u32,
+    /// Continuity-counter errors within 10 seconds that count as a lost
+    /// upstream (failover), for paths that lose packets. 0 = off. A
+    /// channel may set its own.
+    pub cc_error_limit: u32,
 }
 
 impl Default for UpstreamSettings {
@@ -208,6 +223,8 @@ impl Default for UpstreamSettings {
             connect_timeout_seconds: 5,
             read_timeout_seconds: 10,
             reconnect_seconds: 2,
+            content_timeout_seconds: 10,
+            cc_error_limit: 0,
         }
     }
 }

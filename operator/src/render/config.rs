@@ -64,6 +64,8 @@ fn config_with(
             remote: upstreams.remove(0),
             remotes: upstreams,
             clientinterface: stream.multicast_interface.clone().unwrap_or_default(),
+            contenttimeout: stream.content_timeout_seconds.map(u64::from),
+            ccerrorlimit: stream.cc_error_limit.map(u64::from),
             authentication: stream_auth.clone(),
             ..DataResource::default()
         });
@@ -121,6 +123,8 @@ fn config_with(
         timeout: u64::from(spec.upstream.connect_timeout_seconds),
         readtimeout: u64::from(spec.upstream.read_timeout_seconds),
         reconnect: u64::from(spec.upstream.reconnect_seconds),
+        contenttimeout: u64::from(spec.upstream.content_timeout_seconds),
+        ccerrorlimit: u64::from(spec.upstream.cc_error_limit),
         inputbuffer: spec.buffers.input_packets as usize,
         outputbuffer: spec.buffers.output_packets as usize,
         flushms: u64::from(spec.buffers.flush_milliseconds),

@@ -209,6 +209,8 @@ mod tests {
                     path: "/news.ts".into(),
                     upstreams: vec!["tcp://encoder:9000".into(), "udp://239.1.1.1:5000".into()],
                     multicast_interface: None,
+                    content_timeout_seconds: None,
+                    cc_error_limit: None,
                 }],
                 ..serde_yaml::from_str("streams: []").unwrap()
             },
@@ -1011,5 +1013,46 @@ mod tests {
         assert!(taken("tv-7d9f8c6b5-x2k4q"));
         assert!(!taken("tv-origin-0"), "an origin");
         assert!(!taken("tv-sports-7d9f8c6b5-x2k4q"), "Restream tv-sports");
+    }
+
+    #[test]
+    fn stream_health_settings_reach_the_pods_spec_wide_and_per_channel() {
+        let rendered = render(&minimal(), "img:1").unwrap();
+        assert_eq!(
+            (rendered.config.contenttimeout, rendered.config.ccerrorlimit),
+            (10, 0),
+            "the data plane's defaults"
+        );
+        assert_eq!(rendered.config.resources[0].contenttimeout, None);
+
+        let rendered = render(&good(), "img:1").unwrap();
+        let json = &rendered.config_map.data.as_ref().unwrap()["restreamer.json"];
+        // As the pods read it (the users file is theirs only).
+        let config: Config = serde_json::from_str(json).unwrap();
+        assert_eq!((config.contenttimeout, config.ccerrorlimit), (15, 0));
+        let by_path = |path: &str| config.resources.iter().find(|r| r.serve == path).unwrap();
+        assert_eq!(
+            by_path("/news.ts").contenttimeout,
+            None,
+            "the spec-wide 15 s"
+        );
+        assert_eq!(
+            (
+                by_path("/sports.ts").contenttimeout,
+                by_path("/sports.ts").ccerrorlimit
+            ),
+            (Some(0), Some(50)),
+            "multicast loses packets: its own limit, and no content timeout"
+        );
+
+        let mut tiered = tiered();
+        tiered.spec.upstream.cc_error_limit = 20;
+        tiered.spec.streams[0].content_timeout_seconds = Some(5);
+        let rendered = render(&tiered, "img:1").unwrap();
+        let origin = rendered.origin.unwrap().config;
+        for config in [&rendered.config, &origin] {
+            assert_eq!(config.ccerrorlimit, 20);
+            assert_eq!(config.resources[0].contenttimeout, Some(5));
+        }
     }
 }
