@@ -1,10 +1,13 @@
-//! The `restreamer` command: runs the proxy on a config file, or checks one.
+//! The `restreamer` command: runs the proxy on a config file, checks one,
+//! or signs a URL for a resource with `token` authentication.
 
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use clap::Parser;
-use restreamer::config::Config;
+use clap::{Parser, Subcommand};
+use restreamer::config::{token, AuthType, Config};
 use restreamer::front::server::{self, bind};
 use restreamer::front::tls::{self, CertificateFiles, Certificates, TlsListener};
 use restreamer::proxy::logging::{self, AccessLog};
@@ -13,8 +16,10 @@ use tracing::{error, info};
 
 /// Live MPEG-TS streaming proxy: one upstream, many HTTP clients.
 #[derive(Parser)]
-#[command(version)]
+#[command(version, args_conflicts_with_subcommands = true)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// The configuration file.
     #[arg(default_value = "restreamer.json")]
     config: PathBuf,
@@ -24,8 +29,40 @@ struct Cli {
     check: bool,
 }
 
+#[derive(Subcommand)]
+enum Command {
+    /// Prints a signed URL (path and query, one line) for a resource with
+    /// `token` authentication, as a portal hands it out.
+    Sign {
+        /// The configuration file (its userlist and userfile hold the keys).
+        #[arg(long)]
+        config: PathBuf,
+        /// The user whose password is the signing key.
+        #[arg(long)]
+        user: String,
+        /// Seconds from now until the URL expires.
+        #[arg(long)]
+        ttl: u64,
+        /// Bind the URL to this client address.
+        #[arg(long)]
+        client: Option<IpAddr>,
+        /// The path of the resource, as in its `serve`.
+        path: String,
+    },
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Sign {
+        config,
+        user,
+        ttl,
+        client,
+        path,
+    }) = &cli.command
+    {
+        return sign(config, user, *ttl, *client, path);
+    }
     let config = match Config::load(&cli.config) {
         Ok(config) => config,
         Err(errors) => {
@@ -169,4 +206,69 @@ async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => {}
         _ = terminate.recv() => {}
     }
+}
+
+/// `restreamer sign`: prints `PATH?expires=…&signature=…`.
+fn sign(
+    config_path: &std::path::Path,
+    user: &str,
+    ttl: u64,
+    client: Option<IpAddr>,
+    path: &str,
+) -> ExitCode {
+    let config = match Config::load(config_path) {
+        Ok(config) => config,
+        Err(errors) => {
+            eprintln!("{}: invalid configuration:", config_path.display());
+            for error in &errors.0 {
+                eprintln!("  {error}");
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    let Some(key) = config.userlist.get(user) else {
+        eprintln!(
+            "{}: user {user:?} is not in the userlist (nor the userfile)",
+            config_path.display()
+        );
+        return ExitCode::FAILURE;
+    };
+    if !path.starts_with('/') {
+        eprintln!("{path:?}: a path starts with /");
+        return ExitCode::FAILURE;
+    }
+    let signs_here = config.resources.iter().any(|resource| {
+        resource.serve == path
+            && resource.authentication.kind == AuthType::Token
+            && resource
+                .authentication
+                .named_users()
+                .any(|name| name == user)
+    });
+    if !signs_here {
+        eprintln!(
+            "{}: warning: no resource at {path:?} takes tokens of {user:?}; the URL will be refused",
+            config_path.display()
+        );
+    }
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs());
+    let query = token::signed_query(key.password.as_bytes(), path, now + ttl, client);
+    const PATH: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+        .add(b' ')
+        .add(b'"')
+        .add(b'#')
+        .add(b'%')
+        .add(b'<')
+        .add(b'>')
+        .add(b'?')
+        .add(b'`')
+        .add(b'{')
+        .add(b'}');
+    println!(
+        "{}?{query}",
+        percent_encoding::utf8_percent_encode(path, PATH)
+    );
+    ExitCode::SUCCESS
 }

@@ -1,5 +1,7 @@
 //! Authentication: HTTP `Basic` and `Bearer` credentials of the users of
-//! the config, those a resource accepts and those a notification sends.
+//! the config, those a resource accepts and those a notification sends;
+//! and signed URLs (`token`, see [`super::token`]), whose keys are those
+//! users' passwords.
 //!
 //! The accepted `Authorization` values are computed once, when the config
 //! is validated. A request's value is compared with every accepted one in
@@ -9,10 +11,13 @@
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
+use std::net::IpAddr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
 use http::{header, HeaderMap, HeaderValue};
 use subtle::ConstantTimeEq;
 
-use super::{AuthType, Authentication, Config};
+use super::{token, AuthType, Authentication, Config};
 
 /// The credentials a resource accepts.
 #[derive(Clone, PartialEq)]
@@ -44,11 +49,16 @@ impl Authenticator {
             .named_users()
             .filter_map(|name| {
                 let user = config.userlist.get(name)?;
-                Some(auth.kind.credential(name, &user.password).into_bytes())
+                Some(match auth.kind {
+                    // The signing keys themselves.
+                    AuthType::Token => user.password.clone().into_bytes(),
+                    kind => kind.credential(name, &user.password).into_bytes(),
+                })
             })
             .collect();
         let scheme = match auth.kind {
             AuthType::Bearer => "Bearer",
+            AuthType::Token => "Token",
             _ => "Basic",
         };
         let realm = auth.realm.replace(['"', '\\'], "");
@@ -73,6 +83,35 @@ impl Authenticator {
             allowed |= accepted.as_slice().ct_eq(given);
         }
         allowed.into()
+    }
+
+    /// Whether a request of `path` (decoded) from `client` is let in: by
+    /// its `Authorization` header, or for `token`, by the signed URL in its
+    /// `query`. The reason of a refusal is for the log.
+    pub fn check(
+        &self,
+        headers: &HeaderMap,
+        path: &str,
+        query: Option<&str>,
+        client: IpAddr,
+    ) -> Result<(), &'static str> {
+        if self.kind == AuthType::Token {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |elapsed| elapsed.as_secs());
+            return token::verify(&self.accepted, path, query, client, now)
+                .map_err(token::Refusal::as_str);
+        }
+        match self.allows(headers) {
+            true => Ok(()),
+            false => Err("missing or wrong credentials"),
+        }
+    }
+
+    /// Whether the credentials are in the query (signed URLs), to be taken
+    /// out before the request is answered.
+    pub fn is_token(&self) -> bool {
+        self.kind == AuthType::Token
     }
 
     pub fn challenge(&self) -> &HeaderValue {

@@ -37,6 +37,7 @@ pub use valid::{
 };
 
 mod cidr;
+pub mod token;
 pub use cidr::Cidr;
 
 /// The whole configuration of one data-plane process.

@@ -9,6 +9,7 @@
 //! - [`static_files`] answers for `static` resources (local files and
 //!   remote documents, conditional requests);
 //! - [`response`] holds the response helpers all of them use.
+//! - [`client`] tells the client's address (`trustedproxies`);
 //! - [`tls`] serves the same over HTTPS (`tlslisten`) and takes up a
 //!   renewed certificate without a restart.
 //!
@@ -17,6 +18,7 @@
 //! ([`crate::config`]); nothing below uses it.
 
 pub mod api;
+pub mod client;
 pub mod response;
 pub mod serve;
 pub mod server;

@@ -15,7 +15,7 @@
 //! while the proxy drains for shutdown.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -32,8 +32,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tracing::{debug, info, warn};
 
+use crate::config::token;
 use crate::front::response::{empty, text, Body};
-use crate::front::{api, static_files};
+use crate::front::{api, client, static_files};
 use crate::proxy::limit::ConnectionPermit;
 use crate::proxy::{Proxy, Stream, Target};
 use crate::stream::hub::Subscriber;
@@ -110,7 +111,7 @@ pub async fn serve_connection<I>(
 /// Answers one request.
 pub async fn handle(
     proxy: &Proxy,
-    request: Request<Incoming>,
+    mut request: Request<Incoming>,
     peer: SocketAddr,
     role: Listener,
 ) -> Response<Body> {
@@ -134,9 +135,10 @@ pub async fn handle(
         return text(StatusCode::NOT_FOUND, "404 page not found\n");
     };
 
+    let client = client::address(peer, request.headers(), &generation.config.trustedproxies);
     if let Some(auth) = &route.auth {
-        if !auth.allows(request.headers()) {
-            info!(target: "access", event = "client-unauthorized", client = %peer, path, "missing or wrong credentials");
+        if let Err(reason) = auth.check(request.headers(), path, request.uri().query(), client) {
+            info!(target: "access", event = "client-unauthorized", client = %peer, address = %client, path, reason, "missing or wrong credentials");
             let mut response = Response::new(empty());
             *response.status_mut() = StatusCode::UNAUTHORIZED;
             response
@@ -144,12 +146,21 @@ pub async fn handle(
                 .insert(header::WWW_AUTHENTICATE, auth.challenge().clone());
             return response;
         }
+        if auth.is_token() {
+            // The token is spent on the way in: what answers never sees it.
+            without_token(&mut request);
+        }
     }
 
     match &route.target {
-        Target::Stream { stream, preamble } => {
-            serve_stream(proxy, stream, preamble.clone(), request.method(), peer)
-        }
+        Target::Stream { stream, preamble } => serve_stream(
+            proxy,
+            stream,
+            preamble.clone(),
+            request.method(),
+            peer,
+            client,
+        ),
         Target::Static(resource) => static_files::respond(resource, &request).await,
         Target::Api(api) => api::respond(proxy, &generation, api, &request),
     }
@@ -162,6 +173,7 @@ fn serve_stream(
     preamble: Option<Bytes>,
     method: &Method,
     peer: SocketAddr,
+    client: IpAddr,
 ) -> Response<Body> {
     if method != Method::GET && method != Method::HEAD {
         let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "405 method not allowed\n");
@@ -183,14 +195,30 @@ fn serve_stream(
     if method == Method::HEAD {
         return stream_response(StatusCode::OK, empty());
     }
-    let Some(permit) = proxy.limits.try_acquire() else {
-        return refuse("maxconnections");
+    let permit = match proxy.limits.try_acquire_for(client) {
+        Ok(permit) => permit,
+        Err(refused) => return refuse(refused.as_str()),
     };
     let client = StreamClient::new(stream.hub.subscribe(), permit, peer, &stream.path);
     stream_response(
         StatusCode::OK,
         BodyExt::boxed(ClientBody { client, preamble }),
     )
+}
+
+/// Takes a signed URL's parameters out of the request's query.
+fn without_token<B>(request: &mut Request<B>) {
+    let uri = request.uri();
+    let Some(query) = uri.query() else { return };
+    let path_and_query = match token::strip(query) {
+        Some(rest) => format!("{}?{rest}", uri.path()),
+        None => uri.path().to_string(),
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = path_and_query.parse().ok();
+    if let Ok(stripped) = http::Uri::from_parts(parts) {
+        *request.uri_mut() = stripped;
+    }
 }
 
 /// A stream client's response body: the preamble, then whatever its

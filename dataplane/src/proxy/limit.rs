@@ -11,9 +11,17 @@
 //!
 //! Crossing the soft limit, up or down, is reported on a channel: that is
 //! where the `limit_hit` and `limit_miss` notifications come from.
+//!
+//! The per-address limit (`maxperclient`) counts the permits of each client
+//! address in a map, under a lock taken on connect and on disconnect only;
+//! a permit that passes it but not the hard limit gives its place back at
+//! once. Addresses are always counted, so a reload that sets the limit
+//! counts the clients already connected.
 
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
 
@@ -32,7 +40,30 @@ struct State {
     soft: AtomicUsize,
     /// 0 = no limit.
     max: AtomicUsize,
+    /// Per client address; 0 = no limit.
+    per_client: AtomicUsize,
+    /// Permits held by each client address.
+    clients: Mutex<HashMap<IpAddr, usize>>,
     events: Option<mpsc::Sender<LimitEvent>>,
+}
+
+/// Which limit refused a new client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// `maxconnections`.
+    Max,
+    /// `maxperclient`.
+    PerClient,
+}
+
+impl Refused {
+    /// As logged (`reason`): the key of the limit.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refused::Max => "maxconnections",
+            Refused::PerClient => "maxperclient",
+        }
+    }
 }
 
 impl State {
@@ -49,10 +80,28 @@ impl State {
 #[derive(Debug)]
 pub struct ConnectionPermit {
     state: Arc<State>,
+    /// The address counted for `maxperclient`, if any.
+    client: Option<IpAddr>,
+}
+
+impl State {
+    /// Gives back one place of `client`'s.
+    fn release_client(&self, client: IpAddr) {
+        let mut clients = self.clients.lock().unwrap();
+        if let Some(count) = clients.get_mut(&client) {
+            *count -= 1;
+            if *count == 0 {
+                clients.remove(&client);
+            }
+        }
+    }
 }
 
 impl Drop for ConnectionPermit {
     fn drop(&mut self) {
+        if let Some(client) = self.client {
+            self.state.release_client(client);
+        }
         let before = self.state.connected.fetch_sub(1, Ordering::AcqRel);
         let soft = self.state.soft.load(Ordering::Relaxed);
         if soft > 0 && before == soft {
@@ -70,6 +119,8 @@ impl ConnectionLimits {
                 connected: AtomicUsize::new(0),
                 soft: AtomicUsize::new(soft),
                 max: AtomicUsize::new(max),
+                per_client: AtomicUsize::new(0),
+                clients: Mutex::new(HashMap::new()),
                 events,
             }),
         }
@@ -79,6 +130,46 @@ impl ConnectionLimits {
     pub fn set(&self, soft: usize, max: usize) {
         self.state.soft.store(soft, Ordering::Relaxed);
         self.state.max.store(max, Ordering::Relaxed);
+    }
+
+    /// Changes the per-address limit (0 = none); clients already connected
+    /// stay connected.
+    pub fn set_per_client(&self, per_client: usize) {
+        self.state.per_client.store(per_client, Ordering::Relaxed);
+    }
+
+    /// A place for one more stream client from `client`, unless that
+    /// address already holds `maxperclient` places or the hard limit is
+    /// reached.
+    pub fn try_acquire_for(&self, client: IpAddr) -> Result<ConnectionPermit, Refused> {
+        {
+            let per_client = self.state.per_client.load(Ordering::Relaxed);
+            let mut clients = self.state.clients.lock().unwrap();
+            let count = clients.entry(client).or_insert(0);
+            if per_client > 0 && *count >= per_client {
+                if *count == 0 {
+                    clients.remove(&client);
+                }
+                return Err(Refused::PerClient);
+            }
+            *count += 1;
+        }
+        match self.try_acquire() {
+            Some(mut permit) => {
+                permit.client = Some(client);
+                Ok(permit)
+            }
+            None => {
+                self.state.release_client(client);
+                Err(Refused::Max)
+            }
+        }
+    }
+
+    /// Stream clients connected now from `client`.
+    pub fn connected_from(&self, client: IpAddr) -> usize {
+        let clients = self.state.clients.lock().unwrap();
+        clients.get(&client).copied().unwrap_or(0)
     }
 
     /// A place for one more stream client, or `None` at the hard limit.
@@ -97,6 +188,7 @@ impl ConnectionLimits {
         }
         Some(ConnectionPermit {
             state: Arc::clone(&self.state),
+            client: None,
         })
     }
 
@@ -169,6 +261,31 @@ mod tests {
             .collect();
         assert_eq!(permits.len(), 100);
         assert_eq!(limits.connected(), 100);
+    }
+
+    #[test]
+    fn each_address_gets_its_share_and_places_come_back() {
+        let limits = ConnectionLimits::new(0, 5, None);
+        limits.set_per_client(2);
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        let a1 = limits.try_acquire_for(a).unwrap();
+        let _a2 = limits.try_acquire_for(a).unwrap();
+        assert_eq!(limits.try_acquire_for(a).unwrap_err(), Refused::PerClient);
+        let b_permits: Vec<_> = (0..2).map(|_| limits.try_acquire_for(b).unwrap()).collect();
+        assert_eq!(limits.connected(), 4);
+        drop(a1);
+        assert_eq!(limits.connected_from(a), 1);
+        let _a3 = limits.try_acquire_for(a).unwrap();
+        // The hard limit still holds, and a refusal by it keeps no place.
+        let c: IpAddr = "192.0.2.3".parse().unwrap();
+        let _c1 = limits.try_acquire_for(c).unwrap();
+        assert_eq!(limits.try_acquire_for(c).unwrap_err(), Refused::Max);
+        assert_eq!(limits.connected_from(c), 1);
+        drop(b_permits);
+        assert_eq!(limits.connected_from(b), 0);
+        limits.set_per_client(0);
+        assert!(limits.try_acquire_for(c).is_ok());
     }
 
     #[test]

@@ -311,6 +311,7 @@ impl Proxy {
 
         self.limits
             .set(config.fullconnections, config.maxconnections);
+        self.limits.set_per_client(config.maxperclient);
         let hash = config_hash(&config);
         info!(
             event = "config-applied",
