@@ -5,7 +5,9 @@
 //!
 //! 1. the text is parsed as JSON (syntax errors carry line and column);
 //! 2. every `""` key is dropped: the original uses them as comments, often
-//!    several in one object;
+//!    several in one object; and every key whose value is `null` is dropped,
+//!    so it keeps its default (as Go's JSON decoder does: a `null` list or
+//!    map is empty, a `null` number or string leaves the default);
 //! 3. the result is deserialised into [`Config`] with unknown keys refused,
 //!    then [`Config::validate`] checks what types cannot express (limits that
 //!    contradict each other, URLs that cannot work, references to streams
@@ -216,8 +218,12 @@ pub struct Resource {
     /// More upstream URLs; `remote`, if set, is tried as one of them.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub remotes: Vec<String>,
-    /// For `type: api`: which API.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// For `type: api`: which API. `""` (the original's placeholder on
+    /// other resources) is the same as absent.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "api_or_placeholder"
+    )]
     pub api: Option<ApiKind>,
     /// For `type: static` with a remote URL: seconds to cache the body.
     #[serde(skip_serializing_if = "is_default")]
@@ -241,11 +247,65 @@ pub struct Resource {
     pub ccerrorlimit: Option<u64>,
 }
 
+/// `"api": ""` is a placeholder (the original's documented example writes
+/// every key on every resource): none. Anything else must name an API.
+fn api_or_placeholder<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<ApiKind>, D::Error> {
+    use serde::de::IntoDeserializer;
+    let name = String::deserialize(deserializer)?;
+    if name.is_empty() {
+        return Ok(None);
+    }
+    ApiKind::deserialize(name.into_deserializer()).map(Some)
+}
+
 fn is_default<T: Default + PartialEq>(value: &T) -> bool {
     *value == T::default()
 }
 
+impl ResourceType {
+    pub fn name(self) -> &'static str {
+        match self {
+            ResourceType::Stream => "stream",
+            ResourceType::Static => "static",
+            ResourceType::Api => "api",
+        }
+    }
+}
+
 impl Resource {
+    /// The keys set to something other than their empty placeholder on a
+    /// resource whose type does not use them: the original's documented
+    /// example writes every key on every resource, and ignores those that
+    /// do not apply; a value there was probably meant for something.
+    pub fn ignored_keys(&self) -> Vec<&'static str> {
+        let (stream, file, api) = (
+            self.kind == ResourceType::Stream,
+            self.kind == ResourceType::Static,
+            self.kind == ResourceType::Api,
+        );
+        let uses_remote = !matches!(
+            self.api,
+            Some(ApiKind::Health | ApiKind::Statistics | ApiKind::Prometheus)
+        );
+        [
+            ("api", !api && self.api.is_some()),
+            ("remote", api && !uses_remote && !self.remote.is_empty()),
+            ("remotes", !stream && !self.remotes.is_empty()),
+            ("cache", !file && self.cache != 0),
+            (
+                "clientinterface",
+                !stream && !self.clientinterface.is_empty(),
+            ),
+            ("mru", !stream && self.mru != 0),
+            ("preamble", !stream && !self.preamble.is_empty()),
+        ]
+        .into_iter()
+        .filter_map(|(key, ignored)| ignored.then_some(key))
+        .collect()
+    }
+
     /// The upstream URLs in configuration order: `remote` first, then
     /// `remotes`.
     pub fn upstream_urls(&self) -> Vec<&str> {
@@ -416,7 +476,7 @@ impl Config {
             .iter()
             .enumerate()
             .map(|(i, notification)| (format!("notifications[{i}]"), &notification.authentication));
-        resources
+        let mut warnings: Vec<ConfigError> = resources
             .chain(notifications)
             .filter(|(_, auth)| auth.is_none() && (!auth.user.is_empty() || !auth.users.is_empty()))
             .map(|(at, _)| ConfigError {
@@ -425,7 +485,19 @@ impl Config {
                           or sent; set it to basic or bearer"
                     .into(),
             })
-            .collect()
+            .collect();
+        for (i, resource) in self.resources.iter().enumerate() {
+            for key in resource.ignored_keys() {
+                warnings.push(ConfigError {
+                    path: format!("resources[{i}].{key}"),
+                    message: format!(
+                        "ignored: a {} resource does not use it (leave it empty, 0 or out)",
+                        resource.kind.name()
+                    ),
+                });
+            }
+        }
+        warnings
     }
 
     pub fn timeout(&self) -> Option<Duration> {
@@ -462,11 +534,13 @@ fn seconds(value: u64) -> Option<Duration> {
     (value > 0).then(|| Duration::from_secs(value))
 }
 
-/// Drops every `""` key, at any depth: the original's comment convention.
+/// Drops every `""` key, at any depth (the original's comment convention),
+/// and every key whose value is `null` (it keeps its default).
 fn strip_comments(value: &mut serde_json::Value) {
     match value {
         serde_json::Value::Object(map) => {
             map.remove("");
+            map.retain(|_, value| !value.is_null());
             map.values_mut().for_each(strip_comments);
         }
         serde_json::Value::Array(items) => items.iter_mut().for_each(strip_comments),
@@ -535,6 +609,74 @@ mod tests {
         assert_eq!(warnings[0].path, "resources[0].authentication.type");
         assert!(warnings[0].message.contains("no credentials are asked for"));
         assert!(Config::parse("{}").unwrap().warnings().is_empty());
+    }
+
+    /// The original's documented example writes every key on every
+    /// resource, with empty placeholders where a key does not apply, and
+    /// generated configs write `null` for an empty list or map.
+    #[test]
+    fn placeholders_and_nulls_load_as_the_original_reads_them() {
+        let config = Config::parse(
+            r#"{"reconnect": null, "userlist": null, "notifications": null,
+                "resources": [
+                {"type": "stream", "api": "", "serve": "/a", "remote": "tcp://a:1",
+                 "remotes": null, "cache": 0, "mru": 1500, "preamble": "",
+                 "authentication": {"type": "", "realm": "", "user": "", "users": null}},
+                {"type": "api", "api": "health", "serve": "/health", "remote": "",
+                 "remotes": [], "cache": 0, "clientinterface": "", "preamble": ""}]}"#,
+        )
+        .unwrap();
+        assert_eq!(config.reconnect, 10, "null keeps the default");
+        assert!(config.userlist.is_empty() && config.notifications.is_empty());
+        assert_eq!(config.resources[0].api, None);
+        assert_eq!(config.resources[0].upstream_urls(), ["tcp://a:1"]);
+        assert_eq!(config.resources[1].api, Some(ApiKind::Health));
+        assert!(config.warnings().is_empty(), "{:?}", config.warnings());
+        for fixture in [
+            include_str!("../../tests/fixtures/documented.json"),
+            include_str!("../../tests/fixtures/minimal.json"),
+        ] {
+            let config = Config::parse(fixture).unwrap();
+            assert!(config.warnings().is_empty(), "{:?}", config.warnings());
+        }
+        // Unknown keys and unknown APIs are still errors.
+        assert!(
+            errors(r#"{"resources": [{"type": "stream", "serve": "/a", "apí": ""}]}"#)
+                .starts_with("resources[0].apí: unknown field")
+        );
+        assert!(
+            errors(r#"{"resources": [{"type": "api", "serve": "/a", "api": "healthz"}]}"#)
+                .starts_with("resources[0].api: unknown variant `healthz`")
+        );
+    }
+
+    #[test]
+    fn a_placeholder_with_a_value_where_it_means_nothing_is_warned_about() {
+        let config = Config::parse(
+            r#"{"resources": [
+                {"type": "stream", "api": "health", "serve": "/a", "remote": "tcp://a:1", "cache": 5},
+                {"type": "api", "api": "health", "serve": "/health", "remote": "/a",
+                 "remotes": ["tcp://b:2"], "mru": 1500, "preamble": "/etc/passwd", "clientinterface": "eth0"},
+                {"type": "static", "serve": "/s", "remote": "file:///etc/hostname", "cache": 5}]}"#,
+        )
+        .unwrap();
+        let warned: Vec<String> = config.warnings().iter().map(|w| w.path.clone()).collect();
+        assert_eq!(
+            warned,
+            [
+                "resources[0].api",
+                "resources[0].cache",
+                "resources[1].remote",
+                "resources[1].remotes",
+                "resources[1].clientinterface",
+                "resources[1].mru",
+                "resources[1].preamble",
+            ]
+        );
+        assert_eq!(
+            config.warnings()[0].to_string(),
+            "resources[0].api: ignored: a stream resource does not use it (leave it empty, 0 or out)"
+        );
     }
 
     #[test]
