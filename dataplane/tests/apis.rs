@@ -11,7 +11,8 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const BASIC_OPERATOR: &str = "Basic b3BlcmF0b3I6czNjcmV0"; // operator:s3cret
-const BEARER_MONITOR: &str = "Bearer d2F0Y2hpbmc="; // base64("watching")
+/// As the original: the bearer token is the password as written.
+const BEARER_MONITOR: &str = "Bearer watching";
 
 /// One stream at `/tv` from `upstream`, and every API.
 fn api_config(upstream: &TcpUpstream) -> Value {

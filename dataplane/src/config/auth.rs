@@ -121,11 +121,13 @@ impl Authenticator {
 
 impl AuthType {
     /// The `Authorization` header value for a user: `Basic
-    /// base64(user:password)` or, as the original does, `Bearer
-    /// base64(password)`.
+    /// base64(user:password)` or, as the original does, `Bearer <password>`
+    /// with the password as written (the original expects the password to
+    /// be the token already and encodes nothing; its documentation says
+    /// otherwise).
     pub fn credential(self, user: &str, password: &str) -> String {
         match self {
-            AuthType::Bearer => format!("Bearer {}", BASE64.encode(password)),
+            AuthType::Bearer => format!("Bearer {password}"),
             _ => format!("Basic {}", BASE64.encode(format!("{user}:{password}"))),
         }
     }
@@ -184,8 +186,9 @@ mod tests {
         );
     }
 
+    /// As the original: the token is the password as written.
     #[test]
-    fn bearer_is_the_base64_password() {
+    fn bearer_is_the_password_as_written() {
         let auth = Authentication {
             kind: AuthType::Bearer,
             realm: "api".into(),
@@ -193,8 +196,14 @@ mod tests {
             ..Default::default()
         };
         let authenticator = Authenticator::new(&auth, &config()).unwrap();
-        assert!(authenticator.allows(&headers("Bearer YnVpbGRlcg==")));
-        assert!(!authenticator.allows(&headers("Basic YnVpbGRlcg==")));
+        assert!(authenticator.allows(&headers("Bearer builder")));
+        assert_eq!(
+            credential(AuthType::Bearer, "bob", "builder"),
+            "Bearer builder"
+        );
+        assert!(!authenticator.allows(&headers("Bearer YnVpbGRlcg==")));
+        assert!(!authenticator.allows(&headers("Basic builder")));
+        assert!(!authenticator.allows(&headers("Bearer wonder")));
     }
 
     #[test]
