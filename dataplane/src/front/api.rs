@@ -37,21 +37,33 @@ pub fn respond<B>(
                 text(StatusCode::NOT_FOUND, "404 not found")
             }
         }
-        Api::Control(stream) => match request.uri().query() {
-            Some("offline") => {
-                stream.set_offline(true);
+        Api::Control(stream) => match control_action(request.uri().query()) {
+            Some(offline) => {
+                stream.set_offline(offline);
                 text(StatusCode::ACCEPTED, "202 accepted")
             }
-            Some("online") => {
-                stream.set_offline(false);
-                text(StatusCode::ACCEPTED, "202 accepted")
-            }
-            _ => text(
+            None => text(
                 StatusCode::BAD_REQUEST,
                 "400 bad request: use ?offline or ?online",
             ),
         },
         Api::Prometheus => prometheus(proxy, generation),
+    }
+}
+
+/// What a control request asks for: `Some(true)` = offline, `Some(false)` =
+/// online. As in the original, a parameter counts whatever its value, and
+/// `offline` wins when both are given.
+fn control_action(query: Option<&str>) -> Option<bool> {
+    let keys: Vec<_> = url::form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .map(|(key, _)| key)
+        .collect();
+    if keys.iter().any(|key| key == "offline") {
+        Some(true)
+    } else if keys.iter().any(|key| key == "online") {
+        Some(false)
+    } else {
+        None
     }
 }
 
@@ -210,5 +222,21 @@ pub fn statistics(proxy: &Proxy, generation: &Generation) -> Statistics {
         full_connections: limits.soft(),
         figures: Figures::new(&sum(&totals), &total_rates, total_time),
         streams,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_reads_its_query_as_the_original() {
+        assert_eq!(control_action(Some("offline")), Some(true));
+        assert_eq!(control_action(Some("online")), Some(false));
+        assert_eq!(control_action(Some("online&offline")), Some(true));
+        assert_eq!(control_action(Some("offline&online")), Some(true));
+        assert_eq!(control_action(Some("x=1&online=yes")), Some(false));
+        assert_eq!(control_action(Some("offlin")), None);
+        assert_eq!(control_action(None), None);
     }
 }
