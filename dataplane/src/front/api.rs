@@ -117,7 +117,13 @@ pub struct Health {
 pub fn health(proxy: &Proxy) -> Health {
     let (rates, _) = proxy.rates.rates(&proxy.stream_totals());
     Health {
-        status: if proxy.limits.is_full() { "full" } else { "ok" },
+        // As the original: full at the soft limit, and at the hard limit
+        // even without a soft limit (no viewer can get in there).
+        status: if proxy.limits.is_full() || proxy.limits.is_at_max() {
+            "full"
+        } else {
+            "ok"
+        },
         viewer: proxy.limits.connected(),
         limit: proxy.limits.soft(),
         max: proxy.limits.max(),
