@@ -12,6 +12,7 @@ use restreamer::front::server::{self, bind};
 use restreamer::front::tls::{self, CertificateFiles, Certificates, TlsListener};
 use restreamer::proxy::logging::{self, AccessLog};
 use restreamer::proxy::Proxy;
+use tokio::signal::unix::SignalKind;
 use tracing::{error, info};
 
 /// Live MPEG-TS streaming proxy: one upstream, many HTTP clients.
@@ -99,16 +100,23 @@ fn main() -> ExitCode {
         path => match AccessLog::open(path.as_ref()) {
             Ok(log) => Some(log),
             Err(e) => {
-                eprintln!("cannot open the access log {path}: {e}");
+                eprintln!("cannot open the log file {path}: {e}");
                 return ExitCode::FAILURE;
             }
         },
     };
-    logging::init(access_log.clone());
+    let _log_writer = logging::init(access_log.clone());
     raise_file_limit();
 
     let runtime = tokio::runtime::Runtime::new().expect("cannot start the tokio runtime");
     runtime.block_on(async {
+        // Take over SIGHUP and SIGUSR1 before anything can be logged as
+        // started: their default action ends the process, and the tasks
+        // that listen for them start a moment later. (tokio keeps a
+        // signal's handler installed once it has been asked for.)
+        for kind in [SignalKind::hangup(), SignalKind::user_defined1()] {
+            let _ = tokio::signal::unix::signal(kind);
+        }
         let listener = match &config.listen_address {
             None => None,
             Some(address) => match bind(address).await {

@@ -87,7 +87,7 @@ fn prometheus(proxy: &Proxy, generation: &Generation) -> Response<Body> {
     let streams = generation
         .streams
         .iter()
-        .map(|(path, stream)| (path.as_str(), &*stream.hub));
+        .map(|(path, stream)| (path.as_str(), &*stream.hub, stream.upstream_urls()));
     let body = proxy
         .metrics
         .render(&proxy.limits, streams, &generation.hash);

@@ -10,7 +10,10 @@
 //!   original's `streaming_*` names, so existing dashboards keep working.
 //!
 //! `restreamer_connection_utilization` (connections / soft limit) is the
-//! signal the Kubernetes autoscaler scales on.
+//! signal the Kubernetes autoscaler scales on. The standard `process_*`
+//! metrics (CPU, memory, descriptors, start time) come from the
+//! `prometheus` crate's process collector, as the original's Go client
+//! exports them.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
@@ -159,6 +162,7 @@ pub struct Metrics {
     pub config_reload_failures: IntCounter,
     config_info: IntGaugeVec,
     tasks: IntGauge,
+    log_lines_dropped: IntCounter,
     legacy: LegacyMetrics,
 }
 
@@ -190,6 +194,12 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Metrics {
         let registry = Registry::new();
+        #[cfg(target_os = "linux")]
+        registry
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
+            .expect("process metric names are unique");
         fn add<C: prometheus::core::Collector + Clone + 'static>(
             registry: &Registry,
             collector: C,
@@ -270,8 +280,26 @@ impl Metrics {
                 "restreamer_tasks",
                 "Tokio tasks alive: about one per client, source and connection; growth with a steady load is a leak.",
             ),
+            log_lines_dropped: add(
+                &registry,
+                IntCounter::new(
+                    "restreamer_log_lines_dropped_total",
+                    "Log lines dropped because the log output did not keep up (logging never blocks the proxy).",
+                )
+                .unwrap(),
+            ),
             legacy: LegacyMetrics {
-                source_connected: stream_gauge("streaming_source_connected", "Upstream connected (original name)."),
+                source_connected: add(
+                    &registry,
+                    IntGaugeVec::new(
+                        Opts::new(
+                            "streaming_source_connected",
+                            "1 for the upstream a stream is connected to, 0 for its others (original name).",
+                        ),
+                        &["stream", "url"],
+                    )
+                    .unwrap(),
+                ),
                 packets_received: stream_counter("streaming_packets_received", "Packets received (original name)."),
                 bytes_received: stream_counter("streaming_bytes_received", "Bytes received (original name)."),
                 packets_sent: stream_counter("streaming_packets_sent", "Packets sent (original name)."),
@@ -293,7 +321,7 @@ impl Metrics {
     pub fn render<'a>(
         &self,
         limits: &ConnectionLimits,
-        streams: impl Iterator<Item = (&'a str, &'a Hub)>,
+        streams: impl Iterator<Item = (&'a str, &'a Hub, Vec<String>)>,
         config_hash: &str,
     ) -> String {
         let _one_at_a_time = self.render_lock.lock().unwrap();
@@ -304,6 +332,9 @@ impl Metrics {
         self.full.set(limits.is_full() as i64);
         self.config_info.reset();
         self.config_info.with_label_values(&[config_hash]).set(1);
+        let dropped = crate::proxy::logging::dropped_lines();
+        self.log_lines_dropped
+            .inc_by(dropped.saturating_sub(self.log_lines_dropped.get()));
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             self.tasks.set(runtime.metrics().num_alive_tasks() as i64);
         }
@@ -331,12 +362,12 @@ impl Metrics {
         let gauge_vecs = [
             &self.stream_connections,
             &self.upstream_connected,
-            &legacy.source_connected,
             &legacy.connections,
         ];
         counter_vecs.iter().for_each(|vec| vec.reset());
         gauge_vecs.iter().for_each(|vec| vec.reset());
-        for (path, hub) in streams {
+        legacy.source_connected.reset();
+        for (path, hub, upstreams) in streams {
             let counters = &hub.counters;
             let totals = Totals::of(counters);
             let connected = hub.upstream_connected() as i64;
@@ -363,11 +394,17 @@ impl Metrics {
             for (vec, value) in counter_vecs.iter().zip(counter_values) {
                 vec.with_label_values(&[path]).inc_by(*value);
             }
-            for (vec, value) in gauge_vecs
-                .iter()
-                .zip([clients, connected, connected, clients])
-            {
+            for (vec, value) in gauge_vecs.iter().zip([clients, connected, clients]) {
                 vec.with_label_values(&[path]).set(value);
+            }
+            // As the original: a series per upstream, 1 for the connected one.
+            let current = counters.upstream_url.lock().unwrap().clone();
+            for url in &upstreams {
+                let on = connected == 1 && *url == current;
+                legacy
+                    .source_connected
+                    .with_label_values(&[path, url])
+                    .set(on as i64);
             }
         }
 
@@ -411,7 +448,9 @@ mod tests {
         let hub = Hub::new(10);
         hub.set_upstream_connected(true);
         hub.publish(bytes::Bytes::from(vec![0x47; 188 * 2]));
-        let text = metrics.render(&limits, [("/tv", &*hub)].into_iter(), "abc");
+        *hub.counters.upstream_url.lock().unwrap() = "tcp://b:2".into();
+        let upstreams = vec!["tcp://a:1".to_string(), "tcp://b:2".to_string()];
+        let text = metrics.render(&limits, [("/tv", &*hub, upstreams)].into_iter(), "abc");
         for line in [
             "restreamer_connections 3",
             "restreamer_connection_utilization 0.75",
@@ -426,7 +465,8 @@ mod tests {
             "streaming_bytes_received{stream=\"/tv\"} 376",
             "restreamer_upstream_reconnects_total{stream=\"/tv\"} 0",
             "streaming_connections{stream=\"/tv\"} 0",
-            "streaming_source_connected{stream=\"/tv\"} 1",
+            "streaming_source_connected{stream=\"/tv\",url=\"tcp://a:1\"} 0",
+            "streaming_source_connected{stream=\"/tv\",url=\"tcp://b:2\"} 1",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

@@ -181,6 +181,17 @@ impl Stream {
         info!(event = if offline { "stream-offline" } else { "stream-online" }, stream = %self.path);
     }
 
+    /// The stream's upstream URLs (as logged: passwords masked).
+    pub fn upstream_urls(&self) -> Vec<String> {
+        let source = self.source.lock().unwrap();
+        source
+            .definition
+            .upstreams
+            .iter()
+            .map(|u| u.to_string())
+            .collect()
+    }
+
     /// Whether new clients can be served: upstream connected, not offline.
     pub fn is_live(&self) -> bool {
         self.hub.upstream_connected()

@@ -46,6 +46,8 @@ pub struct StreamCounters {
     pub upstream_connects: AtomicU64,
     /// Nanoseconds that clients who have left spent streaming.
     pub client_time_ns: AtomicU64,
+    /// The upstream of the current (or last) connection, as logged.
+    pub upstream_url: std::sync::Mutex<String>,
 }
 
 /// A run of whole packets and the stream position of its first packet.

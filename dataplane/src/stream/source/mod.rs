@@ -143,6 +143,7 @@ pub async fn run(
 
         let upstream = &upstreams[index];
         info!(event = "upstream-connect", stream = %stream, url = %upstream, "upstream connected");
+        *hub.counters.upstream_url.lock().unwrap() = upstream.to_string();
         hub.set_upstream_connected(true);
         hub.counters
             .upstream_connects
