@@ -39,6 +39,25 @@ async fn raw(proxy: &Proxy, request: &[u8]) -> Option<u16> {
     text.split(' ').nth(1).and_then(|code| code.parse().ok())
 }
 
+/// Sends a GET for `path` and returns the status and the `Location`.
+async fn raw_redirect(proxy: &Proxy, path: &str) -> (Option<u16>, Option<String>) {
+    let mut socket = TcpStream::connect(&proxy.address).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+    let _ = socket.write_all(request.as_bytes()).await;
+    let mut answer = vec![0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(5), socket.read(&mut answer))
+        .await
+        .expect("no answer and no close within 5 s")
+        .unwrap_or(0);
+    let text = String::from_utf8_lossy(&answer[..n]).to_string();
+    let status = text.split(' ').nth(1).and_then(|code| code.parse().ok());
+    let location = text
+        .lines()
+        .find_map(|line| line.strip_prefix("Location: "))
+        .map(str::to_string);
+    (status, location)
+}
+
 async fn still_serving(proxy: &Proxy) {
     let mut viewer = Client::get(&proxy.url("/stream")).await;
     assert_eq!(viewer.status, 200);
@@ -82,15 +101,24 @@ async fn path_tricks_reach_nothing_they_should_not() {
     let proxy = Proxy::start(config(&upstream));
     proxy.wait_for_event("upstream-connect", 1).await;
     let long = format!("/{}", "a".repeat(60_000));
-    for path in [
-        "/stream/../stream",
-        "/./stream",
-        "//stream",
-        "/stream%2f..%2fhealth",
-        "/control/../control",
-        "/health/",
-        long.as_str(),
+    // Unclean paths are redirected to their clean form, as the original's
+    // ServeMux does (after percent-decoding): the redirect serves nothing
+    // itself, and its target is routed (and authenticated) as any request.
+    for (path, clean) in [
+        ("/stream/../stream", "/stream"),
+        ("/./stream", "/stream"),
+        ("//stream", "/stream"),
+        ("/stream%2f..%2fhealth", "/health"),
+        ("/control/../control", "/control"),
+        ("/../../../etc/passwd", "/etc/passwd"),
     ] {
+        assert_eq!(
+            raw_redirect(&proxy, path).await,
+            (Some(301), Some(clean.to_string())),
+            "{path}"
+        );
+    }
+    for path in ["/health/", "/etc/passwd", long.as_str()] {
         let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
         let status = raw(&proxy, request.as_bytes()).await;
         assert!(
@@ -254,8 +282,8 @@ async fn no_request_makes_the_proxy_fetch_an_unconfigured_url() {
 
 /// Paths are matched after percent-decoding, as the original (Go's
 /// net/http) does: a serve path with a space is reached as `%20`, and an
-/// encoded letter is the letter. Encoded slashes and dots still only match
-/// a path configured that way.
+/// encoded letter is the letter. Encoded slashes and dots are slashes and
+/// dots: an unclean result is redirected to its clean form.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn encoded_paths_are_decoded_as_the_original_does() {
     let upstream = TcpUpstream::start(0x100, 1000).await;
@@ -269,10 +297,95 @@ async fn encoded_paths_are_decoded_as_the_original_does() {
     for (path, expected) in [
         ("/my%20news", Some(200)),
         ("/%73tream", Some(200)),
-        ("/stream%2f..%2fhealth", Some(404)),
+        // Decoded, this is `/stream/../health`: redirected to `/health`,
+        // as the original does.
+        ("/stream%2f..%2fhealth", Some(301)),
         ("/my%20news%00", Some(404)),
     ] {
         let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
         assert_eq!(raw(&proxy, request.as_bytes()).await, expected, "{path}");
     }
+}
+
+/// The proxy's open descriptors, from /proc.
+fn open_descriptors(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |dir| dir.count())
+}
+
+/// HTTP/2 connections get the header timeout too: thousands that send the
+/// preface and nothing more, or stop after one request, are closed within
+/// `headertimeout`, and the proxy keeps answering meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_connections_that_send_nothing_more_are_closed() {
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    // Room for this many sockets in the test itself.
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+        limit.rlim_cur = limit.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+    }
+    let count = (limit.rlim_cur as usize).saturating_sub(500).min(10_000);
+    let upstream = TcpUpstream::start(0x100, 1000).await;
+    let proxy = Proxy::start(config(&upstream));
+    proxy.wait_for_event("upstream-connect", 1).await;
+    let before = open_descriptors(proxy.pid());
+
+    let mut sockets = Vec::with_capacity(count);
+    let mut peak = 0;
+    for i in 0..count {
+        let mut socket = TcpStream::connect(&proxy.address).await.unwrap();
+        socket.write_all(PREFACE).await.unwrap();
+        sockets.push(socket);
+        if i % 500 == 0 {
+            peak = peak.max(open_descriptors(proxy.pid()));
+        }
+    }
+    // A client that makes one request and then sits idle on the connection.
+    let mut idle = TcpStream::connect(&proxy.address).await.unwrap();
+    idle.write_all(PREFACE).await.unwrap();
+    // SETTINGS (empty), then HEADERS for GET /health on stream 1, literal
+    // fields without indexing: :method GET (static 2), :scheme http (6),
+    // :path (4) "/health", :authority (1) "x".
+    idle.write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0]).await.unwrap();
+    let block: Vec<u8> = [&[0x82u8, 0x86, 0x04, 7][..], b"/health", &[0x01, 1], b"x"].concat();
+    let mut frame = vec![0, 0, block.len() as u8, 1, 0x05, 0, 0, 0, 1];
+    frame.extend_from_slice(&block);
+    idle.write_all(&frame).await.unwrap();
+    let started = Instant::now();
+    assert!(
+        peak >= before + count.min(1000),
+        "the connections were not even accepted (at most {peak} descriptors)"
+    );
+    // Meanwhile, HTTP/1 clients are answered.
+    let health = Client::get(&proxy.url("/health")).await;
+    assert_eq!(health.status, 200);
+
+    // headertimeout is 1 s: all are closed a little after.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while open_descriptors(proxy.pid()) > before + 10 {
+        assert!(
+            Instant::now() < deadline,
+            "{} descriptors still open {:?} after {count} preface-only HTTP/2 connections (before: {before})",
+            open_descriptors(proxy.pid()),
+            started.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut buf = vec![0u8; 65536];
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match idle.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => continue,
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the idle HTTP/2 connection was kept open");
+    drop(sockets);
 }

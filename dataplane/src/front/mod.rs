@@ -8,6 +8,8 @@
 //!   Prometheus metrics) and the probes;
 //! - [`static_files`] answers for `static` resources (local files and
 //!   remote documents, conditional requests);
+//! - [`routing`] finds a request's route as Go's `ServeMux` does;
+//! - [`connection`] holds the time limits of client connections;
 //! - [`response`] holds the response helpers all of them use.
 //! - [`client`] tells the client's address (`trustedproxies`);
 //! - [`tls`] serves the same over HTTPS (`tlslisten`) and takes up a
@@ -19,7 +21,9 @@
 
 pub mod api;
 pub mod client;
+pub mod connection;
 pub mod response;
+pub mod routing;
 pub mod serve;
 pub mod server;
 pub mod static_files;

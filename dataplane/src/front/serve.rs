@@ -1,8 +1,10 @@
 //! HTTP serving: accepting connections and answering requests.
 //!
 //! Every connection is served by hyper (HTTP/1.1 and HTTP/2) on its own
-//! task. A request is routed by exact (decoded) path to what the current config
-//! serves there, after its credentials are checked.
+//! task, within the time limits of [`connection`]. HTTP/1 header names are
+//! written in Go's canonical case (`Content-Type`). A request is routed by
+//! its decoded path as Go's `ServeMux` routes it ([`routing`]) to what the
+//! current config serves there, after its credentials are checked.
 //!
 //! A stream client gets `200` and a body that is its [`Subscriber`] to the
 //! stream's hub: hyper pulls runs of packets from it and, because they are
@@ -33,7 +35,9 @@ use tokio::net::TcpListener;
 use tracing::{debug, info, warn};
 
 use crate::config::token;
-use crate::front::response::{empty, text, Body};
+use crate::front::connection::{self, Activity, FirstBytes, Tracked};
+use crate::front::response::{empty, text, with_type, Body};
+use crate::front::routing::{self, Routed};
 use crate::front::{api, client, static_files};
 use crate::proxy::limit::ConnectionPermit;
 use crate::proxy::{Proxy, Stream, Target};
@@ -71,39 +75,78 @@ pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, role: Listener) {
             // hyper's header timer starts only once it knows the protocol,
             // which it learns from the first bytes: a client that connects
             // and says nothing would hold its socket forever.
-            let mut first = [0u8; 1];
-            if !matches!(
-                tokio::time::timeout(header_timeout, socket.peek(&mut first)).await,
-                Ok(Ok(1))
-            ) {
+            let first = connection::sniff(&socket, header_timeout).await;
+            if first == FirstBytes::Silent {
                 debug!(event = "connection-silent", client = %peer, "closed: nothing sent within headertimeout");
                 return;
             }
-            serve_connection(socket, peer, proxy, role, header_timeout).await;
+            serve_connection(
+                socket,
+                peer,
+                proxy,
+                role,
+                header_timeout,
+                first == FirstBytes::Http2,
+            )
+            .await;
         });
     }
 }
 
-/// Serves one connection, plain or TLS, until it closes.
+/// Serves one connection, plain or TLS, until it closes. `http2`: the
+/// client starts with the HTTP/2 preface (or chose `h2` by ALPN), so the
+/// connection is closed once it has had no open request for
+/// `header_timeout` (hyper has no header timer for HTTP/2).
 pub async fn serve_connection<I>(
     io: I,
     peer: SocketAddr,
     proxy: Arc<Proxy>,
     role: Listener,
     header_timeout: Duration,
+    http2: bool,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let activity = Activity::new();
+    let requests = Arc::clone(&activity);
     let service = service_fn(move |request| {
         let proxy = Arc::clone(&proxy);
-        async move { Ok::<_, Infallible>(handle(&proxy, request, peer, role).await) }
+        let open = requests.begin();
+        async move {
+            let response = handle(&proxy, request, peer, role).await;
+            Ok::<_, Infallible>(response.map(|body| Tracked::new(body, open).boxed()))
+        }
     });
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(header_timeout);
-    if let Err(error) = builder.serve_connection(TokioIo::new(io), service).await {
+        .header_read_timeout(header_timeout)
+        // As Go writes them (`Content-Type`): some set-top boxes compare
+        // header names case-sensitively.
+        .title_case_headers(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(header_timeout)
+        .keep_alive_timeout(header_timeout);
+    let served = builder.serve_connection(TokioIo::new(io), service);
+    let result = if http2 {
+        tokio::pin!(served);
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        loop {
+            tokio::select! {
+                result = &mut served => break result,
+                _ = tick.tick() => if activity.idle_for() >= header_timeout {
+                    debug!(event = "connection-idle", client = %peer, "closed: no HTTP/2 request within headertimeout");
+                    return;
+                }
+            }
+        }
+    } else {
+        served.await
+    };
+    if let Err(error) = result {
         debug!(event = "connection-error", client = %peer, error = %error);
     }
 }
@@ -118,21 +161,29 @@ pub async fn handle(
     let generation = proxy.current();
     // Routed by the decoded path, as Go's net/http routes `r.URL.Path`: a
     // serve path with a space or non-ASCII is reached by its encoding, and
-    // `/%73tream` is `/stream`. Still matched exactly: no `..` handling,
-    // no prefix, nothing joined to a directory.
+    // `/%73tream` is `/stream`. Nothing is joined to a directory.
     let decoded = percent_encoding::percent_decode_str(request.uri().path()).decode_utf8_lossy();
     let path: &str = &decoded;
-    let route = match role {
-        Listener::Admin => None,
-        _ => generation.routes.get(path),
+    let routed = match role {
+        Listener::Admin => Routed::NotFound,
+        _ => routing::route(&generation.routes, path, request.uri().query()),
     };
-    let Some(route) = route else {
-        if role != Listener::Main {
-            if let Some(response) = api::admin(proxy, &generation, path) {
-                return response;
+    let route = match routed {
+        Routed::Found(route) => route,
+        Routed::Redirect(location) => return moved_permanently(&location),
+        Routed::NotFound => {
+            if role != Listener::Main {
+                if let Some(response) = api::admin(proxy, &generation, path) {
+                    return response;
+                }
             }
+            let mut response = text(StatusCode::NOT_FOUND, "404 page not found\n");
+            response.headers_mut().insert(
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            );
+            return response;
         }
-        return text(StatusCode::NOT_FOUND, "404 page not found\n");
     };
 
     let client = client::address(peer, request.headers(), &generation.config.trustedproxies);
@@ -193,6 +244,10 @@ fn serve_stream(
         return refuse("offline");
     }
     if method == Method::HEAD {
+        // What a GET would get, without taking a place.
+        if proxy.limits.is_at_max() {
+            return refuse("maxconnections");
+        }
         return stream_response(StatusCode::OK, empty());
     }
     let permit = match proxy.limits.try_acquire_for(client) {
@@ -299,13 +354,38 @@ impl Drop for StreamClient {
     }
 }
 
-/// A stream response: the original's headers, so players treat it as live.
+/// A stream response: the original's headers, so players treat it as live
+/// (`Last-Modified` is now: a live stream is always current).
 fn stream_response(status: StatusCode, body: Body) -> Response<Body> {
     Response::builder()
         .status(status)
         .header(header::CONTENT_TYPE, "video/mpeg")
+        .header(
+            header::LAST_MODIFIED,
+            httpdate::fmt_http_date(std::time::SystemTime::now()),
+        )
         .header(header::CACHE_CONTROL, "no-cache,no-store,no-transform")
         .header(header::ACCEPT_RANGES, "none")
         .body(body)
         .expect("static headers are valid")
+}
+
+/// A redirect to the clean form of a path, as Go's `ServeMux` answers.
+fn moved_permanently(location: &str) -> Response<Body> {
+    let body = format!(
+        "<a href=\"{}\">Moved Permanently</a>.\n\n",
+        location
+            .replace('&', "&amp;")
+            .replace('"', "&quot;")
+            .replace('<', "&lt;")
+    );
+    let mut response = with_type(
+        StatusCode::MOVED_PERMANENTLY,
+        "text/html; charset=utf-8",
+        body,
+    );
+    if let Ok(location) = HeaderValue::from_str(location) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    response
 }

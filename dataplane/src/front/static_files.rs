@@ -41,6 +41,12 @@ pub async fn respond<B>(resource: &StaticResource, request: &Request<B>) -> Resp
         });
     let builder = Response::builder()
         .header(header::ETAG, document.etag.clone())
+        // As the original, whatever the source: how long the answer may be
+        // kept (0 = revalidate every time).
+        .header(
+            header::CACHE_CONTROL,
+            format!("max-age={}", resource.cache_for().as_secs()),
+        )
         .header(header::CONTENT_TYPE, document.content_type.clone());
     let response = if not_modified {
         builder

@@ -281,7 +281,8 @@ impl TlsListener {
                         return;
                     }
                 };
-                serve::serve_connection(stream, peer, proxy, role, header_timeout).await;
+                let http2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                serve::serve_connection(stream, peer, proxy, role, header_timeout, http2).await;
             });
         }
     }

@@ -50,6 +50,11 @@ impl StaticResource {
     }
 
     /// Where the document comes from.
+    /// How long a fetched document is kept (sent as `max-age`).
+    pub fn cache_for(&self) -> Duration {
+        self.cache_for
+    }
+
     pub fn source(&self) -> &StaticSource {
         &self.source
     }
