@@ -52,6 +52,9 @@ pub async fn watch(proxy: Arc<Proxy>) {
 
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .expect("cannot listen for SIGHUP");
+    // A change made between the start and the watch above went unseen:
+    // look once (an unchanged file is a no-op).
+    proxy.reload();
     loop {
         tokio::select! {
             Some(()) = rx.recv() => {
