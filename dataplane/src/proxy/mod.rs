@@ -184,12 +184,7 @@ impl Stream {
     /// The stream's upstream URLs (as logged: passwords masked).
     pub fn upstream_urls(&self) -> Vec<String> {
         let source = self.source.lock().unwrap();
-        source
-            .definition
-            .upstreams
-            .iter()
-            .map(|u| u.to_string())
-            .collect()
+        source.upstreams.iter().map(|u| u.to_string()).collect()
     }
 
     /// Whether new clients can be served: upstream connected, not offline.
