@@ -27,7 +27,8 @@ async fn get_from(local: &str, proxy: &Proxy, path: &str, headers: &[(&str, &str
     Client::send_on(socket, "GET", &proxy.url(path), headers).await
 }
 
-fn refusals(proxy: &Proxy, reason: &str) -> usize {
+async fn refusals(proxy: &Proxy, reason: &str) -> usize {
+    proxy.settle().await;
     proxy
         .events("client-refused")
         .iter()
@@ -50,7 +51,7 @@ async fn maxperclient_caps_each_address_and_places_come_back() {
     let third = get_from("127.0.0.1", &proxy, "/stream", &[]).await;
     assert_eq!(third.status, 404, "a third stream from 127.0.0.1");
     assert_eq!(third.header("content-type"), Some("video/mpeg"));
-    assert_eq!(refusals(&proxy, "maxperclient"), 1);
+    assert_eq!(refusals(&proxy, "maxperclient").await, 1);
 
     // Another address has its own share.
     let mut others = Vec::new();
@@ -130,7 +131,7 @@ async fn forwarded_headers_are_ignored_from_untrusted_peers_and_used_from_truste
         get_from("127.0.0.2", &proxy, "/stream", &[]).await.status,
         200
     );
-    assert_eq!(refusals(&proxy, "maxperclient"), 4);
+    assert_eq!(refusals(&proxy, "maxperclient").await, 4);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -197,6 +197,7 @@ async fn a_signed_url_is_accepted_and_every_tampered_part_refused() {
         assert_eq!(client.status, 401, "{what}: {path}");
         assert!(client.header("www-authenticate").is_some(), "{what}");
     }
+    proxy.settle().await;
     let logged = proxy.events("client-unauthorized");
     assert_eq!(logged.len(), refused.len());
     assert!(logged.iter().any(|e| e["reason"] == "expired token"));

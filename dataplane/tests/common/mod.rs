@@ -112,6 +112,22 @@ impl Proxy {
             .collect()
     }
 
+    /// Waits until the log has been quiet for 100 ms (at most 3 s): log
+    /// lines are written by the proxy's own writer thread, a moment after
+    /// the answers they are about.
+    pub async fn settle(&self) {
+        let deadline = Instant::now() + Duration::from_secs(3);
+        let mut seen = self.logs.lock().unwrap().len();
+        while Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let now = self.logs.lock().unwrap().len();
+            if now == seen {
+                return;
+            }
+            seen = now;
+        }
+    }
+
     /// Waits until an `event` has been logged `count` times.
     pub async fn wait_for_event(&self, event: &str, count: usize) {
         let deadline = Instant::now() + Duration::from_secs(15);
