@@ -245,8 +245,8 @@ fn serve_stream(
     }
     if method == Method::HEAD {
         // What a GET would get, without taking a place.
-        if proxy.limits.is_at_max() {
-            return refuse("maxconnections");
+        if let Some(refused) = proxy.limits.would_refuse(client) {
+            return refuse(refused.as_str());
         }
         return stream_response(StatusCode::OK, empty());
     }

@@ -166,6 +166,19 @@ impl ConnectionLimits {
         }
     }
 
+    /// What `try_acquire_for(client)` would answer now, without taking a
+    /// place (for `HEAD`, which must get what a `GET` would).
+    pub fn would_refuse(&self, client: IpAddr) -> Option<Refused> {
+        let per_client = self.state.per_client.load(Ordering::Relaxed);
+        if per_client > 0 && self.connected_from(client) >= per_client {
+            Some(Refused::PerClient)
+        } else if self.is_at_max() {
+            Some(Refused::Max)
+        } else {
+            None
+        }
+    }
+
     /// Stream clients connected now from `client`.
     pub fn connected_from(&self, client: IpAddr) -> usize {
         let clients = self.state.clients.lock().unwrap();
@@ -286,6 +299,22 @@ mod tests {
         assert_eq!(limits.connected_from(b), 0);
         limits.set_per_client(0);
         assert!(limits.try_acquire_for(c).is_ok());
+    }
+
+    #[test]
+    fn would_refuse_tells_what_a_new_client_would_get_and_takes_nothing() {
+        let limits = ConnectionLimits::new(0, 3, None);
+        limits.set_per_client(2);
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        assert_eq!(limits.would_refuse(a), None);
+        let _first = limits.try_acquire_for(a).unwrap();
+        let _second = limits.try_acquire_for(a).unwrap();
+        assert_eq!(limits.would_refuse(a), Some(Refused::PerClient));
+        assert_eq!(limits.would_refuse(b), None);
+        let _third = limits.try_acquire_for(b).unwrap();
+        assert_eq!(limits.would_refuse(b), Some(Refused::Max));
+        assert_eq!(limits.connected(), 3, "asking took no place");
     }
 
     #[test]
