@@ -117,7 +117,15 @@ pub async fn serve_connection<I>(
             Ok::<_, Infallible>(response.map(|body| Tracked::new(body, open).boxed()))
         }
     });
-    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    // The protocol is known by now: a client that did not start with the
+    // HTTP/2 preface (or, over TLS, choose h2) speaks HTTP/1 or nothing, so
+    // HTTP/2 cannot slip past the watch below.
+    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let mut builder = if http2 {
+        builder.http2_only()
+    } else {
+        builder.http1_only()
+    };
     builder
         .http1()
         .timer(TokioTimer::new())
