@@ -46,7 +46,9 @@ use serde::{Deserialize, Serialize};
     {"rule": "!self.scaling.keda || has(self.scaling.prometheusAddress)",
      "message": "scaling.keda needs scaling.prometheusAddress"},
     {"rule": "!has(self.service.externalTrafficPolicy) || self.service.type != 'ClusterIP'",
-     "message": "service.externalTrafficPolicy needs a NodePort or LoadBalancer service"}
+     "message": "service.externalTrafficPolicy needs a NodePort or LoadBalancer service"},
+    {"rule": "!has(self.tls) || self.tls.port != self.service.port",
+     "message": "tls.port must differ from service.port"}
 ]))]
 pub struct RestreamSpec {
     /// The channels served, at least one.
@@ -67,6 +69,10 @@ pub struct RestreamSpec {
     /// Credentials required from clients, taken from a Secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authentication: Option<AuthenticationSpec>,
+    /// HTTPS for viewers, beside plain HTTP, with a certificate from a
+    /// Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSpec>,
     /// HTTP callbacks when a pod becomes full or has room again, and
     /// heartbeats.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -88,6 +94,25 @@ pub struct RestreamSpec {
     /// not a disconnect.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tiers: Option<Tiers>,
+}
+
+/// HTTPS: the pods serve the same channels and APIs over TLS (HTTP/1.1
+/// and HTTP/2), on a second Service port.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsSpec {
+    /// A `kubernetes.io/tls` Secret (`tls.crt`, `tls.key`), e.g. kept by
+    /// cert-manager: a renewed certificate reaches the pods without a
+    /// restart (new connections use it).
+    #[schemars(length(min = 1))]
+    pub secret_name: String,
+    /// The Service's HTTPS port.
+    #[serde(default = "https_port")]
+    pub port: u16,
+}
+
+fn https_port() -> u16 {
+    443
 }
 
 /// The origin tier.
@@ -158,6 +183,10 @@ pub struct Limits {
     /// Hard limit: past this many stream clients a pod refuses new ones
     /// and reports not ready. 0 = none.
     pub max_connections: u32,
+    /// Stream connections one client address may hold at once, per pod;
+    /// past it its new ones are refused as past the hard limit. 0 = none.
+    /// Behind a load balancer or ingress, see `service.trustedProxies`.
+    pub max_connections_per_client: u32,
 }
 
 impl Default for Limits {
@@ -165,6 +194,7 @@ impl Default for Limits {
         Limits {
             soft_connections: 800,
             max_connections: 1000,
+            max_connections_per_client: 0,
         }
     }
 }
@@ -270,7 +300,8 @@ impl Default for Apis {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AuthenticationSpec {
-    /// `basic` (a user name and password) or `bearer` (a token).
+    /// `basic` (a user name and password), `bearer` (a token) or `token`
+    /// (signed URLs, each user's password the signing key).
     #[serde(default, rename = "type")]
     pub kind: AuthenticationKind,
     /// The realm shown to clients.
@@ -304,6 +335,9 @@ pub enum AuthenticationKind {
     Basic,
     /// A bearer token (the password) in the `Authorization` header.
     Bearer,
+    /// Signed URLs (`?expires=...&signature=...`): each user's password is
+    /// a key that signs a path and an expiry time.
+    Token,
 }
 
 /// An HTTP GET sent on an event.
@@ -414,6 +448,13 @@ pub struct ServiceSettings {
     /// the pods see a node's address. NodePort and LoadBalancer only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub external_traffic_policy: Option<TrafficPolicy>,
+    /// Proxies in front of the pods (an ingress controller's or load
+    /// balancer's addresses, as CIDRs or single addresses) whose
+    /// `Forwarded` / `X-Forwarded-For` headers name the viewer's address,
+    /// for `limits.maxConnectionsPerClient`, address-bound tokens and logs.
+    /// Those headers are ignored from anyone else.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub trusted_proxies: Vec<String>,
 }
 
 impl Default for ServiceSettings {
@@ -422,6 +463,7 @@ impl Default for ServiceSettings {
             kind: ServiceKind::ClusterIP,
             port: 80,
             external_traffic_policy: None,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -653,6 +695,19 @@ impl RestreamSpec {
                 "spec.service.externalTrafficPolicy: needs a NodePort or LoadBalancer service"
                     .into(),
             );
+        }
+        for (i, proxy) in self.service.trusted_proxies.iter().enumerate() {
+            if let Err(message) = proxy.parse::<restreamer::config::Cidr>() {
+                problems.push(format!("spec.service.trustedProxies[{i}]: {message}"));
+            }
+        }
+        if let Some(tls) = &self.tls {
+            if tls.port == self.service.port {
+                problems.push(format!(
+                    "spec.tls.port: {} is spec.service.port already",
+                    tls.port
+                ));
+            }
         }
         if self.scaling.keda && self.scaling.prometheus_address.is_none() {
             problems.push(

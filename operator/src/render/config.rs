@@ -10,7 +10,7 @@ use restreamer::config::{
 };
 
 use super::error::RenderError;
-use super::meta::{origin_url, ADMIN_PORT, HTTP_PORT, SECRET_DIR};
+use super::meta::{origin_url, ADMIN_PORT, HTTPS_PORT, HTTP_PORT, SECRET_DIR, TLS_DIR};
 use crate::crd::{
     AuthenticationKind, Restream, StreamSpec, CHECK_PREFIX, CONTROL_PREFIX, HEALTH_PATH,
     STATISTICS_PATH,
@@ -40,10 +40,12 @@ fn config_with(
     origin: bool,
 ) -> Config {
     let spec = &restream.spec;
+    let tls = spec.tls.as_ref().filter(|_| !origin);
     let auth = spec.authentication.as_ref().map(|auth| Authentication {
         kind: match auth.kind {
             AuthenticationKind::Basic => AuthType::Basic,
             AuthenticationKind::Bearer => AuthType::Bearer,
+            AuthenticationKind::Token => AuthType::Token,
         },
         realm: auth.realm.clone(),
         users: auth.users.clone(),
@@ -139,6 +141,29 @@ fn config_with(
             spec.limits.max_connections as usize
         },
         draintime: u64::from(spec.pods.drain_seconds),
+        // Viewers reach the edges only: the origins' clients are edges,
+        // over plain HTTP inside the cluster.
+        tlslisten: tls.map(|_| format!(":{HTTPS_PORT}")).unwrap_or_default(),
+        tlscert: tls
+            .map(|_| format!("{TLS_DIR}/tls.crt"))
+            .unwrap_or_default(),
+        tlskey: tls
+            .map(|_| format!("{TLS_DIR}/tls.key"))
+            .unwrap_or_default(),
+        maxperclient: if origin {
+            0
+        } else {
+            spec.limits.max_connections_per_client as usize
+        },
+        trustedproxies: if origin {
+            Vec::new()
+        } else {
+            spec.service
+                .trusted_proxies
+                .iter()
+                .filter_map(|proxy| proxy.parse().ok())
+                .collect()
+        },
         userfile: spec
             .authentication
             .as_ref()

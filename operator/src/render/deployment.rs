@@ -34,6 +34,7 @@ pub fn deployment(restream: &Restream, name: &str, default_image: &str) -> Deplo
                 name,
                 default_image,
                 restream.spec.pods.resources.clone(),
+                restream.spec.tls.as_ref(),
             ),
             ..DeploymentSpec::default()
         }),

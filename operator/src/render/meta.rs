@@ -10,12 +10,16 @@ use crate::crd::Restream;
 
 /// Port of the streams and APIs in the pods.
 pub const HTTP_PORT: i32 = 8080;
+/// Port of the streams and APIs over HTTPS in the pods, with `spec.tls`.
+pub const HTTPS_PORT: i32 = 8443;
 /// Port of `/metrics`, `/healthz` and `/readyz` in the pods.
 pub const ADMIN_PORT: i32 = 9090;
 /// Where the ConfigMap is mounted.
 pub const CONFIG_DIR: &str = "/etc/restreamer";
 /// The ConfigMap's key, and so the config file's name in [`CONFIG_DIR`].
 pub const CONFIG_FILE: &str = "restreamer.json";
+/// Where the TLS Secret is mounted (a directory, so renewals arrive).
+pub const TLS_DIR: &str = "/etc/restreamer-tls";
 /// Where the users Secret is mounted.
 pub const SECRET_DIR: &str = "/etc/restreamer-users";
 /// The autoscaler's metric: stream clients ÷ soft limit, per pod.

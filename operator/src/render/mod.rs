@@ -601,7 +601,7 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(
-            error.contains("unknown variant `digest`, expected `basic` or `bearer`"),
+            error.contains("unknown variant `digest`, expected one of `basic`, `bearer`, `token`"),
             "{error}"
         );
         let error = serde_yaml::from_str::<RestreamSpec>(
@@ -1054,5 +1054,155 @@ mod tests {
             assert_eq!(config.ccerrorlimit, 20);
             assert_eq!(config.resources[0].contenttimeout, Some(5));
         }
+    }
+
+    #[test]
+    fn tls_serves_viewers_https_from_the_secret_on_a_second_service_port() {
+        let rendered = render(&good(), "img:1").unwrap();
+        let config = &rendered.config;
+        assert_eq!(config.tlslisten, ":8443");
+        assert_eq!(
+            (config.tlscert.as_str(), config.tlskey.as_str()),
+            ("/etc/restreamer-tls/tls.crt", "/etc/restreamer-tls/tls.key")
+        );
+        assert_eq!(config.listen, ":8080", "plain HTTP stays");
+
+        let pod = rendered.deployment.spec.unwrap().template.spec.unwrap();
+        let secret = pod
+            .volumes
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|v| v.name == "tls")
+            .unwrap();
+        assert_eq!(
+            secret.secret.as_ref().unwrap().secret_name.as_deref(),
+            Some("tv-tls")
+        );
+        let container = &pod.containers[0];
+        let mount = container
+            .volume_mounts
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|m| m.name == "tls")
+            .unwrap();
+        assert_eq!(mount.mount_path, "/etc/restreamer-tls");
+        assert!(
+            mount.sub_path.is_none(),
+            "a subPath mount never sees a renewed certificate"
+        );
+        let ports: Vec<(String, i32)> = container
+            .ports
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|p| (p.name.clone().unwrap(), p.container_port))
+            .collect();
+        assert_eq!(
+            ports,
+            [
+                ("http".to_string(), 8080),
+                ("https".to_string(), 8443),
+                ("admin".to_string(), 9090)
+            ]
+        );
+        let service_ports: Vec<(String, i32, IntOrString)> = rendered
+            .service
+            .spec
+            .unwrap()
+            .ports
+            .unwrap()
+            .into_iter()
+            .map(|p| (p.name.unwrap(), p.port, p.target_port.unwrap()))
+            .collect();
+        assert_eq!(
+            service_ports,
+            [
+                ("http".into(), 80, IntOrString::String("http".into())),
+                ("https".into(), 443, IntOrString::String("https".into()))
+            ]
+        );
+
+        let mut plain = good();
+        plain.spec.tls = None;
+        let rendered = render(&plain, "img:1").unwrap();
+        assert_eq!(rendered.config.tlslisten, "");
+        assert_eq!(rendered.service.spec.unwrap().ports.unwrap().len(), 1);
+
+        let mut clash = good();
+        clash.spec.tls.as_mut().unwrap().port = 80;
+        assert!(render(&clash, "img:1")
+            .unwrap_err()
+            .to_string()
+            .contains("spec.tls.port: 80 is spec.service.port already"));
+    }
+
+    #[test]
+    fn origins_serve_the_edges_plainly_without_viewer_limits() {
+        let mut restream = tiered();
+        restream.spec.tls = Some(crate::crd::TlsSpec {
+            secret_name: "tv-tls".into(),
+            port: 443,
+        });
+        restream.spec.limits.max_connections_per_client = 4;
+        restream.spec.service.trusted_proxies = vec!["10.0.0.0/8".into()];
+        let rendered = render(&restream, "img:1").unwrap();
+        assert_eq!(rendered.config.tlslisten, ":8443");
+        assert_eq!(rendered.config.maxperclient, 4);
+        let origin = rendered.origin.unwrap();
+        assert_eq!(origin.config.tlslisten, "");
+        assert_eq!(origin.config.maxperclient, 0, "every edge is one client");
+        assert!(origin.config.trustedproxies.is_empty());
+        let pod = origin.stateful_set.spec.unwrap().template.spec.unwrap();
+        assert!(pod.volumes.unwrap().iter().all(|v| v.name != "tls"));
+        assert_eq!(origin.service.spec.unwrap().ports.unwrap().len(), 1);
+    }
+
+    #[test]
+    fn per_client_limits_and_trusted_proxies_reach_the_pods() {
+        let config = render(&good(), "img:1").unwrap().config;
+        assert_eq!(config.maxperclient, 4);
+        let proxies: Vec<String> = config
+            .trustedproxies
+            .iter()
+            .map(|c| c.to_string())
+            .collect();
+        assert_eq!(proxies, ["10.0.0.0/8"]);
+
+        let mut restream = good();
+        restream.spec.service.trusted_proxies = vec!["192.0.2.7".into(), "10.0.0/8".into()];
+        let error = render(&restream, "img:1").unwrap_err().to_string();
+        assert!(
+            error
+                .contains("spec.service.trustedProxies[1]: \"10.0.0/8\" is not an address or CIDR"),
+            "{error}"
+        );
+        restream.spec.service.trusted_proxies = vec!["192.0.2.7".into()];
+        let config = render(&restream, "img:1").unwrap().config;
+        assert_eq!(config.trustedproxies[0].to_string(), "192.0.2.7/32");
+    }
+
+    #[test]
+    fn token_authentication_signs_urls_with_the_secrets_passwords() {
+        let mut restream = good();
+        let auth = restream.spec.authentication.as_mut().unwrap();
+        auth.kind = crate::crd::AuthenticationKind::Token;
+        auth.streams = true;
+        let config = render(&restream, "img:1").unwrap().config;
+        assert_eq!(config.resources[0].authentication.kind, AuthType::Token);
+        assert_eq!(config.resources[0].authentication.users, ["operator"]);
+        assert!(config
+            .notifications
+            .iter()
+            .all(|n| n.authentication.is_none()));
+        let spec: RestreamSpec = serde_yaml::from_str(
+            "streams: []\nauthentication: {type: token, secretName: s, users: [u]}",
+        )
+        .unwrap();
+        assert_eq!(
+            spec.authentication.unwrap().kind,
+            crate::crd::AuthenticationKind::Token
+        );
     }
 }

@@ -14,20 +14,23 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::meta::{
-    config_map_name, selector_labels, ADMIN_PORT, CONFIG_DIR, CONFIG_FILE, HTTP_PORT, SECRET_DIR,
+    config_map_name, selector_labels, ADMIN_PORT, CONFIG_DIR, CONFIG_FILE, HTTPS_PORT, HTTP_PORT,
+    SECRET_DIR, TLS_DIR,
 };
-use crate::crd::Restream;
+use crate::crd::{Restream, TlsSpec};
 
 /// Seconds a stopping pod gets beyond its pre-stop pause and drain, to exit.
 const EXIT_MARGIN_SECONDS: i64 = 10;
 
 /// The pods of `instance` (the Restream's name, or its origin tier's),
-/// reading the ConfigMap of the same instance.
+/// reading the ConfigMap of the same instance; `tls` for the pods that
+/// serve viewers HTTPS.
 pub fn pod_template(
     restream: &Restream,
     instance: &str,
     default_image: &str,
     resources: Option<ResourceRequirements>,
+    tls: Option<&TlsSpec>,
 ) -> PodTemplateSpec {
     let pods = &restream.spec.pods;
     let mut labels = pods.labels.clone();
@@ -48,7 +51,7 @@ pub fn pod_template(
         failure_threshold: Some(3),
         ..Probe::default()
     };
-    let (volumes, mounts) = volumes(restream, instance);
+    let (volumes, mounts) = volumes(restream, instance, tls);
     let port = |name: &str, container_port: i32| ContainerPort {
         name: Some(name.into()),
         container_port,
@@ -71,7 +74,16 @@ pub fn pod_template(
                         .unwrap_or_else(|| default_image.to_string()),
                 ),
                 args: Some(vec![format!("{CONFIG_DIR}/{CONFIG_FILE}")]),
-                ports: Some(vec![port("http", HTTP_PORT), port("admin", ADMIN_PORT)]),
+                ports: Some(
+                    [
+                        Some(port("http", HTTP_PORT)),
+                        tls.map(|_| port("https", HTTPS_PORT)),
+                        Some(port("admin", ADMIN_PORT)),
+                    ]
+                    .into_iter()
+                    .flatten()
+                    .collect(),
+                ),
                 readiness_probe: Some(probe("/readyz")),
                 liveness_probe: Some(Probe {
                     failure_threshold: Some(6),
@@ -153,9 +165,13 @@ fn spread(restream: &Restream, instance: &str) -> Option<Vec<TopologySpreadConst
     (!constraints.is_empty()).then_some(constraints)
 }
 
-/// The config directory, a writable `/tmp`, and the users Secret when the
-/// Restream authenticates.
-fn volumes(restream: &Restream, instance: &str) -> (Vec<Volume>, Vec<VolumeMount>) {
+/// The config directory, a writable `/tmp`, the users Secret when the
+/// Restream authenticates, and the TLS Secret.
+fn volumes(
+    restream: &Restream,
+    instance: &str,
+    tls: Option<&TlsSpec>,
+) -> (Vec<Volume>, Vec<VolumeMount>) {
     let mut volumes = vec![
         Volume {
             name: "config".into(),
@@ -191,6 +207,17 @@ fn volumes(restream: &Restream, instance: &str) -> (Vec<Volume>, Vec<VolumeMount
             ..Volume::default()
         });
         mounts.push(mount("users", SECRET_DIR, true));
+    }
+    if let Some(tls) = tls {
+        volumes.push(Volume {
+            name: "tls".into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(tls.secret_name.clone()),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
+        mounts.push(mount("tls", TLS_DIR, true));
     }
     (volumes, mounts)
 }

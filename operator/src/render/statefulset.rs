@@ -31,6 +31,7 @@ pub fn stateful_set(
                 origin,
                 default_image,
                 tiers.origin_resources.clone(),
+                None,
             ),
             ..StatefulSetSpec::default()
         }),
