@@ -130,6 +130,13 @@ pub struct Config {
     /// Those headers are ignored from every other peer.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub trustedproxies: Vec<Cidr>,
+    /// Beyond the original: start every new client on the latest random
+    /// access point (a keyframe), after fresh PAT and PMT, instead of on the
+    /// next packet. Per stream, `instantstart` of the resource wins.
+    pub instantstart: bool,
+    /// Beyond the original: the most each stream holds for instant start
+    /// (the stream since its latest random access point), in MiB.
+    pub instantstartlimit: u64,
 }
 
 impl Default for Config {
@@ -162,6 +169,8 @@ impl Default for Config {
             tlskey: String::new(),
             maxperclient: 0,
             trustedproxies: Vec::new(),
+            instantstart: true,
+            instantstartlimit: 16,
         }
     }
 }
@@ -237,6 +246,10 @@ pub struct Resource {
     /// A file sent to every new client before the live packets.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub preamble: String,
+    /// For streams: instant start for this stream; unset = the global
+    /// `instantstart`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instantstart: Option<bool>,
     #[serde(skip_serializing_if = "is_default")]
     pub authentication: Authentication,
     /// For streams: the global `contenttimeout` for this stream only.

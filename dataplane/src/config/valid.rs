@@ -268,6 +268,12 @@ impl Config {
         if self.outputbuffer == 0 {
             error("outputbuffer".into(), "must be at least 1 packet".into());
         }
+        if self.instantstartlimit == 0 {
+            error(
+                "instantstartlimit".into(),
+                "must be at least 1 MiB (turn instant start off with instantstart: false)".into(),
+            );
+        }
         if self.headertimeout == 0 {
             error("headertimeout".into(), "must be at least 1 second".into());
         }

@@ -148,6 +148,12 @@ pub struct StreamStatistics {
     pub connections: u64,
     pub connected: bool,
     pub offline: bool,
+    /// Measured interval between random access points (keyframes), in
+    /// milliseconds; 0 until two have been seen.
+    pub keyframe_interval_ms: u64,
+    /// Bytes held for instant start: the stream since its latest random
+    /// access point.
+    pub instant_start_bytes: u64,
     #[serde(flatten)]
     pub figures: Figures,
 }
@@ -215,6 +221,8 @@ pub fn statistics(proxy: &Proxy, generation: &Generation) -> Statistics {
                 connections: stream.hub.counters.connections.load(Ordering::Relaxed),
                 connected: stream.hub.upstream_connected(),
                 offline: !stream.is_live() && stream.hub.upstream_connected(),
+                keyframe_interval_ms: stream.hub.keyframe_interval_ms(),
+                instant_start_bytes: stream.hub.instant_start_bytes(),
                 figures,
             };
             (path.clone(), statistics)

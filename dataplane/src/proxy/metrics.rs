@@ -21,7 +21,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use prometheus::{
-    Encoder, Gauge, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 use serde::Serialize;
 
@@ -158,6 +159,8 @@ pub struct Metrics {
     bytes_dropped: IntCounterVec,
     upstream_connected: IntGaugeVec,
     upstream_reconnects: IntCounterVec,
+    keyframe_interval: GaugeVec,
+    instant_start_bytes: IntGaugeVec,
     pub config_reloads: IntCounter,
     pub config_reload_failures: IntCounter,
     config_info: IntGaugeVec,
@@ -255,6 +258,21 @@ impl Metrics {
             upstream_reconnects: stream_counter(
                 "restreamer_upstream_reconnects_total",
                 "Upstream connections made after the first one.",
+            ),
+            keyframe_interval: add(
+                &registry,
+                GaugeVec::new(
+                    Opts::new(
+                        "restreamer_keyframe_interval_seconds",
+                        "Measured interval between the stream's random access points (keyframes); 0 until two were seen.",
+                    ),
+                    &["stream"],
+                )
+                .unwrap(),
+            ),
+            instant_start_bytes: stream_gauge(
+                "restreamer_instant_start_bytes",
+                "Bytes held for instant start: the stream since its latest random access point.",
             ),
             config_reloads: add(
                 &registry,
@@ -367,6 +385,8 @@ impl Metrics {
         counter_vecs.iter().for_each(|vec| vec.reset());
         gauge_vecs.iter().for_each(|vec| vec.reset());
         legacy.source_connected.reset();
+        self.keyframe_interval.reset();
+        self.instant_start_bytes.reset();
         for (path, hub, upstreams) in streams {
             let counters = &hub.counters;
             let totals = Totals::of(counters);
@@ -406,6 +426,12 @@ impl Metrics {
                     .with_label_values(&[path, url])
                     .set(on as i64);
             }
+            self.keyframe_interval
+                .with_label_values(&[path])
+                .set(hub.keyframe_interval_ms() as f64 / 1000.0);
+            self.instant_start_bytes
+                .with_label_values(&[path])
+                .set(hub.instant_start_bytes() as i64);
         }
 
         let mut out = Vec::new();

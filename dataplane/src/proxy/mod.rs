@@ -47,6 +47,7 @@ use self::static_resource::StaticResource;
 use crate::config::{ApiTarget, Authenticator, Config, Resource, Served, ValidConfig};
 use crate::stream::align::PACKET_SIZE;
 use crate::stream::hub::Hub;
+use crate::stream::instant::InstantStart;
 use crate::stream::source::{self, SourceSettings, Upstream};
 
 /// The whole proxy: current generation, limits, metrics.
@@ -271,6 +272,11 @@ impl Proxy {
                 }
                 None => Stream::start(&resource.serve, upstreams, settings, config.outputbuffer),
             };
+            stream.hub.set_instant_start(InstantStart {
+                enabled: resource.instantstart.unwrap_or(config.instantstart),
+                limit_bytes: config.instantstartlimit.saturating_mul(1 << 20),
+                stream: resource.serve.clone(),
+            });
             streams.insert(resource.serve.clone(), stream);
         }
         for (path, stream) in &old.streams {

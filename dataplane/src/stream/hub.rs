@@ -13,6 +13,11 @@
 //! and the packets it skipped are counted as dropped for it. Nothing it does
 //! can slow the source or any other client.
 //!
+//! With instant start (see [`crate::stream::instant`]) the ring also keeps
+//! the packets since the stream's latest random access point: a new client
+//! starts there, after fresh PAT and PMT, and a client that falls behind
+//! resumes on the next one instead of skipping into the middle of a picture.
+//!
 //! The hub also carries the stream's state that clients care about: whether
 //! its upstream is connected (new clients are refused while it is not, but
 //! the connected ones stay, so a failover is a gap, not a disconnect) and
@@ -30,6 +35,7 @@ use tokio_stream::wrappers::WatchStream;
 
 use crate::stream::align::PACKET_SIZE;
 use crate::stream::inspect::Inspector;
+use crate::stream::instant::{InstantStart, SkipCursor, StartPoint, StartPoints};
 
 /// Counters of one stream, updated by its source and its clients.
 #[derive(Debug, Default)]
@@ -71,6 +77,8 @@ struct Ring {
     closed: bool,
     /// Bumped to disconnect every current subscriber (but not later ones).
     epoch: u64,
+    /// Random access points in the ring, for instant start.
+    starts: StartPoints,
 }
 
 /// The fan-out point of one stream.
@@ -87,6 +95,10 @@ pub struct Hub {
     wake: watch::Sender<()>,
     upstream_connected: AtomicBool,
     pub counters: StreamCounters,
+    /// Measured interval between random access points, in milliseconds.
+    keyframe_interval_ms: AtomicU64,
+    /// Bytes held in the ring for instant start.
+    instant_start_bytes: AtomicU64,
 }
 
 impl Hub {
@@ -99,11 +111,14 @@ impl Hub {
                 head: 0,
                 closed: false,
                 epoch: 0,
+                starts: StartPoints::new(InstantStart::off()),
             }),
             queue_packets: AtomicU64::new(queue_packets.max(1) as u64),
             wake: watch::Sender::new(()),
             upstream_connected: AtomicBool::new(false),
             counters: StreamCounters::default(),
+            keyframe_interval_ms: AtomicU64::new(0),
+            instant_start_bytes: AtomicU64::new(0),
         })
     }
 
@@ -116,7 +131,7 @@ impl Hub {
             return;
         }
         let mut inspector = self.inspector.lock().unwrap();
-        for _mark in inspector.inspect(&data, |_, _| {}) {}
+        let marks = inspector.inspect(&data, |_, _| {});
         self.counters
             .packets_received
             .fetch_add(packets, Ordering::Relaxed);
@@ -128,10 +143,15 @@ impl Hub {
             let first_packet = ring.head;
             ring.head += packets;
             ring.chunks.push_back(Chunk { first_packet, data });
-            // Keep what the slowest allowed client may still need.
-            let oldest_needed = ring
-                .head
-                .saturating_sub(self.queue_packets.load(Ordering::Relaxed));
+            marks.for_each(|mark| ring.starts.mark(mark));
+            ring.starts.set_keyed(inspector.keyed().is_some());
+            // Keep what the slowest allowed client may still need, and the
+            // packets since the latest random access point.
+            let head = ring.head;
+            let mut oldest_needed = head.saturating_sub(self.queue_packets.load(Ordering::Relaxed));
+            if let Some(start) = ring.starts.oldest_needed(head) {
+                oldest_needed = oldest_needed.min(start);
+            }
             while ring
                 .chunks
                 .front()
@@ -139,21 +159,61 @@ impl Hub {
             {
                 ring.chunks.pop_front();
             }
+            let oldest_kept = ring.chunks.front().map_or(head, |c| c.first_packet);
+            ring.starts.evict_before(oldest_kept);
+            self.keyframe_interval_ms
+                .store(ring.starts.interval_ms, Ordering::Relaxed);
+            self.instant_start_bytes
+                .store(ring.starts.held_bytes, Ordering::Relaxed);
         }
+        drop(inspector);
         self.wake.send_replace(());
     }
 
-    /// A new client, which receives what is published from now on.
+    /// A new client. With instant start, it receives the tables and the
+    /// stream from the latest random access point (or waits for the next
+    /// one); without, what is published from now on.
     pub fn subscribe(self: &Arc<Self>) -> Subscriber {
         let ring = self.ring.lock().unwrap();
-        Subscriber {
+        let mut subscriber = Subscriber {
             hub: Arc::clone(self),
             next_packet: ring.head,
             epoch: ring.epoch,
             queue_packets: self.queue_packets.load(Ordering::Relaxed),
             wake: WatchStream::from_changes(self.wake.subscribe()),
             dropped_packets: 0,
+            mode: Mode::Live,
+            tables: None,
+            skip: None,
+        };
+        if ring.starts.active() {
+            match ring.starts.latest() {
+                Some(start) => subscriber.start_at(start),
+                None => {
+                    subscriber.mode = Mode::Waiting {
+                        counts_loss: false,
+                        since: ring.head,
+                    }
+                }
+            }
         }
+        subscriber
+    }
+
+    /// Changes the instant start settings (for clients from now on).
+    pub fn set_instant_start(&self, settings: InstantStart) {
+        self.ring.lock().unwrap().starts.set_settings(settings);
+    }
+
+    /// Measured interval between random access points, in milliseconds (0
+    /// until two have been seen).
+    pub fn keyframe_interval_ms(&self) -> u64 {
+        self.keyframe_interval_ms.load(Ordering::Relaxed)
+    }
+
+    /// Bytes of the ring held for instant start.
+    pub fn instant_start_bytes(&self) -> u64 {
+        self.instant_start_bytes.load(Ordering::Relaxed)
     }
 
     /// Changes the queue length of clients that subscribe from now on.
@@ -183,7 +243,10 @@ impl Hub {
     /// starts over.
     pub fn set_upstream_connected(&self, connected: bool) {
         if connected {
-            self.inspector.lock().unwrap().restart();
+            let mut inspector = self.inspector.lock().unwrap();
+            inspector.restart();
+            self.ring.lock().unwrap().starts.clear();
+            self.instant_start_bytes.store(0, Ordering::Relaxed);
         }
         self.upstream_connected.store(connected, Ordering::Relaxed);
     }
@@ -216,6 +279,24 @@ pub struct Subscriber {
     /// Yields after every publish (and close) since it was last polled.
     wake: WatchStream<()>,
     dropped_packets: u64,
+    mode: Mode,
+    /// PAT and PMT to send before the next packet (a start or a resume).
+    tables: Option<Bytes>,
+    /// The skip list of the start point this client started at.
+    skip: Option<SkipCursor>,
+}
+
+/// How far behind live a client may be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Up to its queue (`outputbuffer` packets).
+    Live,
+    /// Catching up from a start point: as far as the ring holds.
+    CatchingUp,
+    /// Receives nothing until the next start point at or after its cursor
+    /// (the loss is counted when it resumes after falling behind), for at
+    /// most `instantstartlimit` bytes of stream after `since`.
+    Waiting { counts_loss: bool, since: u64 },
 }
 
 impl Subscriber {
@@ -242,10 +323,70 @@ impl Subscriber {
         }
     }
 
+    /// Starts this client on a start point: its tables, then its packets.
+    fn start_at(&mut self, start: &StartPoint) {
+        self.next_packet = start.position;
+        self.tables = Some(start.tables.clone());
+        self.skip = Some(StartPoints::cursor(start));
+        self.mode = Mode::CatchingUp;
+    }
+
+    fn count_loss(&mut self, packets: u64) {
+        self.dropped_packets += packets;
+        let counters = &self.hub.counters;
+        counters
+            .packets_dropped
+            .fetch_add(packets, Ordering::Relaxed);
+        counters
+            .bytes_dropped
+            .fetch_add(packets * PACKET_SIZE as u64, Ordering::Relaxed);
+    }
+
     fn try_next(&mut self) -> Next {
-        let ring = self.hub.ring.lock().unwrap();
+        let hub = Arc::clone(&self.hub);
+        let ring = hub.ring.lock().unwrap();
         if ring.closed || ring.epoch != self.epoch {
             return Next::Closed;
+        }
+        if let Mode::Waiting { counts_loss, since } = self.mode {
+            match ring.starts.at_or_after(self.next_packet) {
+                Some(start) => {
+                    if counts_loss {
+                        self.count_loss(start.position - self.next_packet);
+                    }
+                    self.start_at(start);
+                }
+                // Nothing to start on any more (instant start turned off,
+                // the stream has no keyed stream or is over the limit), or
+                // waited longer than the limit: live, as without.
+                None if !ring.starts.active() || ring.starts.over_limit(since, ring.head) => {
+                    self.mode = Mode::Live;
+                    if counts_loss {
+                        let oldest_kept = ring.chunks.front().map_or(ring.head, |c| c.first_packet);
+                        let live = ring
+                            .head
+                            .saturating_sub(self.queue_packets)
+                            .max(oldest_kept);
+                        if self.next_packet < live {
+                            self.count_loss(live - self.next_packet);
+                            self.next_packet = live;
+                        }
+                    } else {
+                        self.next_packet = ring.head;
+                    }
+                }
+                None => {
+                    if !counts_loss {
+                        self.next_packet = ring.head;
+                    }
+                    return Next::Empty;
+                }
+            }
+        }
+        if let Some(tables) = self.tables.take() {
+            drop(ring);
+            self.count_sent(&tables);
+            return Next::Data(tables);
         }
         if self.next_packet >= ring.head {
             return Next::Empty;
@@ -253,25 +394,50 @@ impl Subscriber {
         // Fell too far behind: skip to the newest packets that fit the queue.
         // The ring may have shrunk below this client's queue (a reload
         // lowered outputbuffer): it cannot go back further than the ring.
+        // A client catching up from a start point may be as far behind as
+        // the ring holds.
         let oldest_kept = ring
             .chunks
             .front()
             .map_or(ring.head, |chunk| chunk.first_packet);
-        let oldest_allowed = ring
-            .head
-            .saturating_sub(self.queue_packets)
-            .max(oldest_kept);
+        let live_edge = ring.head.saturating_sub(self.queue_packets);
+        let oldest_allowed = match self.mode {
+            Mode::CatchingUp => oldest_kept,
+            _ => live_edge.max(oldest_kept),
+        };
         if self.next_packet < oldest_allowed {
+            if ring.starts.active() {
+                // Resume on the next start point, not mid-picture.
+                self.mode = Mode::Waiting {
+                    counts_loss: true,
+                    since: self.next_packet,
+                };
+                self.skip = None;
+                drop(ring);
+                return self.try_next();
+            }
             let skipped = oldest_allowed - self.next_packet;
             self.next_packet = oldest_allowed;
-            self.dropped_packets += skipped;
-            let counters = &self.hub.counters;
-            counters
-                .packets_dropped
-                .fetch_add(skipped, Ordering::Relaxed);
-            counters
-                .bytes_dropped
-                .fetch_add(skipped * PACKET_SIZE as u64, Ordering::Relaxed);
+            self.count_loss(skipped);
+        }
+        if self.mode == Mode::CatchingUp && self.next_packet >= live_edge {
+            self.mode = Mode::Live;
+        }
+        // Packets of units begun before this client's start point.
+        let mut until = ring.head;
+        if let Some(cursor) = &mut self.skip {
+            match ring.starts.skip(cursor, self.next_packet) {
+                Some(skip) => {
+                    self.next_packet += skip.now;
+                    if let Some(next_skip) = skip.until {
+                        until = next_skip;
+                    }
+                }
+                None => self.skip = None,
+            }
+            if self.next_packet >= ring.head {
+                return Next::Empty;
+            }
         }
         // The chunk holding `next_packet`: the last one starting at or before it.
         let index = ring
@@ -280,10 +446,16 @@ impl Subscriber {
             - 1;
         let chunk = &ring.chunks[index];
         let offset = (self.next_packet - chunk.first_packet) as usize * PACKET_SIZE;
-        let data = chunk.data.slice(offset..);
-        self.next_packet = chunk.end_packet();
+        let end = chunk.end_packet().min(until);
+        let end_offset = (end - chunk.first_packet) as usize * PACKET_SIZE;
+        let data = chunk.data.slice(offset..end_offset);
+        self.next_packet = end;
         drop(ring);
+        self.count_sent(&data);
+        Next::Data(data)
+    }
 
+    fn count_sent(&self, data: &Bytes) {
         let counters = &self.hub.counters;
         counters
             .packets_sent
@@ -291,7 +463,6 @@ impl Subscriber {
         counters
             .bytes_sent
             .fetch_add(data.len() as u64, Ordering::Relaxed);
-        Next::Data(data)
     }
 
     /// Packets this client lost because it fell behind.

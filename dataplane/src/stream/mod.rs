@@ -6,6 +6,8 @@
 //! - [`align`] cuts what it reads into 188-byte packets;
 //! - [`inspect`] reads each packet's header once: tables, programs, random
 //!   access points (the hub calls it on every run it publishes);
+//! - [`instant`]: where in the hub's ring a new client starts (the latest
+//!   random access point) and where a client that fell behind resumes;
 //! - [`hub`] holds the recent packets once and gives every client its own
 //!   bounded queue (a cursor), dropping for clients that fall behind.
 //!
@@ -16,4 +18,5 @@
 pub mod align;
 pub mod hub;
 pub mod inspect;
+pub mod instant;
 pub mod source;
