@@ -576,7 +576,7 @@ async fn instant_start_is_measured_and_can_be_turned_off_per_stream() {
         "file://{}?realtime&loop",
         stream_file(Kind::H264 { gop_seconds: 2 }).display()
     );
-    let mut config = stream_config(&[url.clone()]);
+    let mut config = stream_config(std::slice::from_ref(&url));
     config["resources"]
         .as_array_mut()
         .unwrap()
