@@ -19,6 +19,7 @@ use serde::Serialize;
 use crate::front::response::{text, with_type, Body};
 use crate::proxy::metrics::{sum, Totals};
 use crate::proxy::{Api, Generation, Proxy, Stream};
+use crate::stream::inspect::health::HealthReport;
 
 /// Answers a request to an API resource.
 pub fn respond<B>(
@@ -31,7 +32,8 @@ pub fn respond<B>(
         Api::Health => json(&health(proxy)),
         Api::Statistics => json(&statistics(proxy, generation)),
         Api::Check(stream) => {
-            if stream.is_live() {
+            // On air: connected, and what it sends is a healthy stream.
+            if stream.is_live() && stream.hub.content_ok() {
                 text(StatusCode::OK, "200 ok")
             } else {
                 text(StatusCode::NOT_FOUND, "404 not found")
@@ -156,6 +158,8 @@ pub struct StreamStatistics {
     pub instant_start_bytes: u64,
     #[serde(flatten)]
     pub figures: Figures,
+    /// What the stream's content looks like (see the stream health checks).
+    pub health: HealthReport,
 }
 
 /// Totals and per-second rates, named as the original names them.
@@ -224,6 +228,7 @@ pub fn statistics(proxy: &Proxy, generation: &Generation) -> Statistics {
                 keyframe_interval_ms: stream.hub.keyframe_interval_ms(),
                 instant_start_bytes: stream.hub.instant_start_bytes(),
                 figures,
+                health: stream.hub.health_report(),
             };
             (path.clone(), statistics)
         })

@@ -26,6 +26,7 @@ use prometheus::{
 };
 use serde::Serialize;
 
+use crate::proxy::health_metrics::HealthMetrics;
 use crate::proxy::limit::ConnectionLimits;
 use crate::stream::hub::{Hub, StreamCounters};
 
@@ -167,6 +168,7 @@ pub struct Metrics {
     tasks: IntGauge,
     log_lines_dropped: IntCounter,
     legacy: LegacyMetrics,
+    health: HealthMetrics,
 }
 
 /// The Go restreamer's metric names, each with a `stream` label.
@@ -330,6 +332,7 @@ impl Metrics {
                     "Nanoseconds streamed by clients that have left (original name).",
                 ),
             },
+            health: HealthMetrics::new(&registry),
             registry,
             render_lock: Mutex::new(()),
         }
@@ -387,7 +390,9 @@ impl Metrics {
         legacy.source_connected.reset();
         self.keyframe_interval.reset();
         self.instant_start_bytes.reset();
+        self.health.reset();
         for (path, hub, upstreams) in streams {
+            self.health.record(path, &hub.health_report());
             let counters = &hub.counters;
             let totals = Totals::of(counters);
             let connected = hub.upstream_connected() as i64;

@@ -22,6 +22,7 @@
 //! This folder may use the streams ([`crate::stream`]) and the config
 //! ([`crate::config`]), never the HTTP front, which sits above it.
 
+pub mod health_metrics;
 pub mod limit;
 pub mod logging;
 pub mod metrics;
@@ -147,8 +148,10 @@ impl Stream {
     }
 
     /// Switches to a new source if the upstreams changed (clients stay);
-    /// other settings apply in place, from the source's next connection.
+    /// other settings apply in place, from the source's next connection,
+    /// the content checks (`contenttimeout`, `ccerrorlimit`) at once.
     fn update(&self, upstreams: Vec<Upstream>, settings: SourceSettings) {
+        self.hub.set_health_settings(settings.health());
         let mut source = self.source.lock().unwrap();
         source.settings.send_if_modified(|current| {
             let changed = *current != settings;

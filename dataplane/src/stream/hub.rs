@@ -34,6 +34,7 @@ use tokio::sync::watch;
 use tokio_stream::wrappers::WatchStream;
 
 use crate::stream::align::PACKET_SIZE;
+use crate::stream::inspect::health::{Check, Health, HealthReport, HealthSettings};
 use crate::stream::inspect::Inspector;
 use crate::stream::instant::{InstantStart, SkipCursor, StartPoint, StartPoints};
 
@@ -87,6 +88,8 @@ pub struct Hub {
     /// Reads every packet published, in order; held for the whole of a
     /// publish, so runs are inspected and enter the ring one at a time.
     inspector: Mutex<Inspector>,
+    /// The stream's health checks, fed by the inspector (locked after it).
+    health: Mutex<Health>,
     ring: Mutex<Ring>,
     /// Longest queue a new client may have, in packets (the ring keeps at
     /// least this many).
@@ -106,6 +109,7 @@ impl Hub {
     pub fn new(queue_packets: usize) -> Arc<Hub> {
         Arc::new(Hub {
             inspector: Mutex::new(Inspector::new()),
+            health: Mutex::new(Health::new()),
             ring: Mutex::new(Ring {
                 chunks: VecDeque::new(),
                 head: 0,
@@ -131,7 +135,10 @@ impl Hub {
             return;
         }
         let mut inspector = self.inspector.lock().unwrap();
-        let marks = inspector.inspect(&data, |_, _| {});
+        let marks = {
+            let mut health = self.health.lock().unwrap();
+            inspector.inspect(&data, |_, facts| health.packet(facts))
+        };
         self.counters
             .packets_received
             .fetch_add(packets, Ordering::Relaxed);
@@ -166,6 +173,12 @@ impl Hub {
             self.instant_start_bytes
                 .store(ring.starts.held_bytes, Ordering::Relaxed);
         }
+        self.health.lock().unwrap().after_run(
+            inspector.pat_position(),
+            inspector.programs(),
+            inspector.pmt_positions(),
+            std::time::Instant::now(),
+        );
         drop(inspector);
         self.wake.send_replace(());
     }
@@ -247,8 +260,43 @@ impl Hub {
             inspector.restart();
             self.ring.lock().unwrap().starts.clear();
             self.instant_start_bytes.store(0, Ordering::Relaxed);
+            self.health
+                .lock()
+                .unwrap()
+                .connected(std::time::Instant::now());
         }
         self.upstream_connected.store(connected, Ordering::Relaxed);
+    }
+
+    /// What decides that the content of this stream's upstream is lost.
+    pub fn set_health_settings(&self, settings: HealthSettings) {
+        self.health.lock().unwrap().set_settings(settings);
+    }
+
+    /// The stream jumps without loss (a looped file started again).
+    pub fn discontinuity(&self) {
+        self.health.lock().unwrap().discontinuity();
+    }
+
+    /// Judges the content now (see [`Health::check`]).
+    pub fn check_health(&self) -> Check {
+        self.health.lock().unwrap().check(std::time::Instant::now())
+    }
+
+    /// The health figures, for the APIs and metrics.
+    pub fn health_report(&self) -> HealthReport {
+        let inspector = self.inspector.lock().unwrap();
+        let connected = self.upstream_connected();
+        self.health.lock().unwrap().report(
+            inspector.programs(),
+            connected,
+            std::time::Instant::now(),
+        )
+    }
+
+    /// The content is judged healthy (the upstream may be disconnected).
+    pub fn content_ok(&self) -> bool {
+        self.health.lock().unwrap().content_ok()
     }
 
     /// Reads the stream's inspection state (programs, keyed stream, ...).

@@ -42,9 +42,16 @@
 //! the upstream connection changes (a new connection starts anywhere: its
 //! continuity counters and tables are unrelated to the last one), which is
 //! where such a consumer resets its own state too. [`Inspector::tables_seen`]
-//! counts PAT and PMT sections that passed their CRC.
+//! counts PAT and PMT sections that passed their CRC;
+//! [`Inspector::pat_position`] and [`Inspector::pmt_positions`] say where
+//! the last of each was.
+//!
+//! [`health`] is that consumer: the stream health checks (continuity, PAT
+//! and PMT intervals, PCR intervals, packets per elementary stream, null
+//! packets, bitrate) and the judgement that content is lost.
 
 pub mod access;
+pub mod health;
 pub mod packet;
 pub mod psi;
 
@@ -126,6 +133,10 @@ pub struct Inspector {
     programs: Vec<Program>,
     /// The PMT packets of each program (same order as `programs`).
     pmt_packets: Vec<Vec<[u8; PACKET_SIZE]>>,
+    /// Position of the packet that completed the last PAT section.
+    pat_position: Option<u64>,
+    /// The same for each program's PMT (same order as `programs`).
+    pmt_positions: Vec<Option<u64>>,
     keyed: Option<ElementaryStream>,
     scanner: AccessScanner,
     candidate: Option<Candidate>,
@@ -158,6 +169,8 @@ impl Inspector {
             pmt_assemblers: Vec::new(),
             programs: Vec::new(),
             pmt_packets: Vec::new(),
+            pat_position: None,
+            pmt_positions: Vec::new(),
             keyed: None,
             scanner: AccessScanner::new(StreamKind::Other),
             candidate: None,
@@ -198,6 +211,8 @@ impl Inspector {
         self.pmt_assemblers.clear();
         self.programs.clear();
         self.pmt_packets.clear();
+        self.pmt_positions.clear();
+        self.pat_position = None;
         self.keyed = None;
         self.candidate = None;
         self.latest = None;
@@ -236,6 +251,18 @@ impl Inspector {
     /// PAT and PMT sections seen so far (CRC correct).
     pub fn tables_seen(&self) -> u64 {
         self.tables_seen
+    }
+
+    /// Position of the packet that completed the last PAT section (CRC
+    /// correct) since the last restart.
+    pub fn pat_position(&self) -> Option<u64> {
+        self.pat_position
+    }
+
+    /// The same for each program's PMT, in the order of
+    /// [`Inspector::programs`].
+    pub fn pmt_positions(&self) -> &[Option<u64>] {
+        &self.pmt_positions
     }
 
     /// Sections dropped for a bad CRC or length.
@@ -373,6 +400,7 @@ impl Inspector {
         if seen {
             self.tables = None;
             self.tables_seen += 1;
+            self.pat_position = Some(self.position);
         }
         if let Some(section) = changed {
             self.pat_crc = Some(section_crc(&section));
@@ -400,6 +428,7 @@ impl Inspector {
         self.pmt_assemblers.clear();
         self.programs.clear();
         self.pmt_packets.clear();
+        self.pmt_positions.clear();
         for (number, pid) in entries {
             self.programs.push(Program {
                 number,
@@ -407,6 +436,7 @@ impl Inspector {
                 ..Program::default()
             });
             self.pmt_packets.push(Vec::new());
+            self.pmt_positions.push(None);
             if self.roles[usize::from(pid)] == ROLE_UNKNOWN && pid != NULL_PID {
                 self.roles[usize::from(pid)] = ROLE_PMT + self.pmt_assemblers.len() as u8;
                 self.pmt_assemblers.push((pid, Assembler::default()));
@@ -422,6 +452,8 @@ impl Inspector {
         let pid = *pid;
         let programs = &mut self.programs;
         let pmt_packets = &mut self.pmt_packets;
+        let pmt_positions = &mut self.pmt_positions;
+        let position = self.position;
         let mut changed = false;
         let mut seen = false;
         assembler.push(packet, facts, |section, packets| {
@@ -437,6 +469,7 @@ impl Inspector {
             seen = true;
             pmt_packets[index].clear();
             pmt_packets[index].extend_from_slice(packets);
+            pmt_positions[index] = Some(position);
             let program = &mut programs[index];
             if program.pmt_crc != Some(section_crc(section)) && parse_pmt(section, program) {
                 changed = true;

@@ -143,23 +143,27 @@ impl Connection {
         })
     }
 
+    /// At the end of a looped file: starts it again and says so (the
+    /// stream jumps back, a discontinuity); `false` for anything else.
+    pub async fn restart(&mut self) -> Result<bool, SourceError> {
+        match self {
+            Connection::File { file, looped: true } => {
+                file.seek(io::SeekFrom::Start(0)).await?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
     /// Appends the next bytes (at most `limit`) to `buf`; 0 means the
-    /// upstream has ended. Cancel-safe: nothing is lost if the future is
+    /// upstream has ended (a looped file: see [`Connection::restart`]). Cancel-safe: nothing is lost if the future is
     /// dropped before it completes.
     pub async fn read(&mut self, buf: &mut BytesMut, limit: usize) -> Result<usize, SourceError> {
         let mut limited = buf.limit(limit);
         let n = match self {
             Connection::Stream(stream) => stream.read_buf(&mut limited).await?,
             Connection::Fork { stdout, .. } => stdout.read_buf(&mut limited).await?,
-            Connection::File { file, looped } => {
-                let n = file.read_buf(&mut limited).await?;
-                if n == 0 && *looped {
-                    file.seek(io::SeekFrom::Start(0)).await?;
-                    file.read_buf(&mut limited).await?
-                } else {
-                    n
-                }
-            }
+            Connection::File { file, .. } => file.read_buf(&mut limited).await?,
             Connection::Http { body, rest } => {
                 if rest.is_empty() {
                     match body.next().await {

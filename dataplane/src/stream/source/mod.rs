@@ -23,11 +23,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use rand::seq::SliceRandom;
 use tokio::sync::watch;
-use tokio::time::{sleep_until, timeout, Instant};
+use tokio::time::{sleep_until, timeout, timeout_at, Instant};
 use tracing::{info, warn};
 
 use crate::stream::align::{Aligner, PACKET_SIZE};
 use crate::stream::hub::Hub;
+use crate::stream::inspect::health::HealthSettings;
 
 pub use crate::config::{Upstream, UpstreamKind};
 pub use connection::Connection;
@@ -80,6 +81,16 @@ impl SourceSettings {
     }
 }
 
+impl SourceSettings {
+    /// What decides that an upstream's content is lost.
+    pub fn health(&self) -> HealthSettings {
+        HealthSettings {
+            content_timeout: self.content_timeout,
+            cc_error_limit: self.cc_error_limit,
+        }
+    }
+}
+
 /// Why reading from an upstream stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
@@ -95,6 +106,8 @@ pub enum SourceError {
     Io(#[from] std::io::Error),
     #[error("{0}")]
     Http(String),
+    #[error("content lost: {0}")]
+    ContentLost(String),
 }
 
 /// Runs a stream's source until the task is aborted (or, with reconnect
@@ -112,6 +125,7 @@ pub async fn run(
     let mut next = 0;
     loop {
         let settings = settings.borrow().clone();
+        hub.set_health_settings(settings.health());
         let round_started = Instant::now();
         let mut connected = None;
         for attempt in 0..upstreams.len() {
@@ -149,7 +163,7 @@ pub async fn run(
             .upstream_connects
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let connected_at = Instant::now();
-        let error = pump(&mut connection, upstream, &settings, &hub).await;
+        let error = pump(&stream, &mut connection, upstream, &settings, &hub).await;
         hub.set_upstream_connected(false);
         drop(connection);
         warn!(event = "upstream-loss", stream = %stream, url = %upstream, error = %error, "upstream lost");
@@ -192,6 +206,7 @@ async fn connect(
 /// Reads one connection until it fails, publishing whole packets in batches.
 /// Always returns the reason it stopped.
 pub async fn pump(
+    stream: &str,
     connection: &mut Connection,
     upstream: &Upstream,
     settings: &SourceSettings,
@@ -209,12 +224,20 @@ pub async fn pump(
     let mut batch = Vec::new();
     // When the oldest unpublished packet must go out at the latest.
     let mut flush_deadline: Option<Instant> = None;
+    // When the content is next judged (see `check_content`); one timer,
+    // reused, whatever the number of reads.
+    let mut checks = tokio::time::interval(CONTENT_CHECK_INTERVAL);
+    checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut read_since_restart = false;
+    let mut last_read = Instant::now();
 
     let error = loop {
         let read = connection.read(aligner.read_buffer(read_size), read_size);
+        // The silence is timed from the last read, not from this attempt:
+        // the select below starts a new attempt after each of its timers.
         let read = async {
             match settings.read_timeout {
-                Some(limit) => timeout(limit, read)
+                Some(limit) => timeout_at(last_read + limit, read)
                     .await
                     .unwrap_or(Err(SourceError::ReadTimeout(limit))),
                 None => read.await,
@@ -227,10 +250,37 @@ pub async fn pump(
                 flush_deadline = None;
                 continue;
             }
+            _ = checks.tick() => {
+                match check_content(stream, upstream, hub) {
+                    Some(error) => break error,
+                    None => continue,
+                }
+            }
         };
         match result {
-            Ok(0) => break SourceError::Eof,
-            Ok(_) => {}
+            // An empty file is not looped forever.
+            Ok(0) if !read_since_restart => break SourceError::Eof,
+            Ok(0) => match connection.restart().await {
+                // A looped file: its last packet, then a discontinuity.
+                Ok(true) => {
+                    aligner.finish(|packet| {
+                        if let Some(pacer) = &mut pacer {
+                            pacer.observe(packet);
+                        }
+                    });
+                    publish(&mut aligner, &mut batch, hub);
+                    flush_deadline = None;
+                    hub.discontinuity();
+                    read_since_restart = false;
+                    continue;
+                }
+                Ok(false) => break SourceError::Eof,
+                Err(error) => break error,
+            },
+            Ok(_) => {
+                read_since_restart = true;
+                last_read = Instant::now();
+            }
             Err(error) => break error,
         }
 
@@ -264,6 +314,32 @@ pub async fn pump(
         );
     }
     error
+}
+
+/// How often the content of a connection is judged: the precision of
+/// `contenttimeout`.
+const CONTENT_CHECK_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Judges the content of the connection (see [`crate::stream::inspect::health`]),
+/// logs what there is to log, and says whether to end the connection.
+fn check_content(stream: &str, upstream: &Upstream, hub: &Hub) -> Option<SourceError> {
+    let check = hub.check_health();
+    if let Some((count, pids)) = check.continuity_errors {
+        warn!(
+            event = "continuity-errors",
+            stream = %stream,
+            url = %upstream,
+            count,
+            pids = ?pids,
+            "continuity errors: packets lost upstream"
+        );
+    }
+    if check.restored {
+        info!(event = "content-restored", stream = %stream, url = %upstream, "content healthy again");
+    }
+    let reason = check.lost?;
+    warn!(event = "content-lost", stream = %stream, url = %upstream, reason = %reason, "content lost: failing over");
+    Some(SourceError::ContentLost(reason))
 }
 
 fn publish(aligner: &mut Aligner, batch: &mut Vec<Bytes>, hub: &Hub) {
