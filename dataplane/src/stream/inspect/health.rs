@@ -54,6 +54,9 @@ const RATE_BUCKETS: usize = 5;
 const CC_BUCKETS: usize = 10;
 /// Continuity errors are logged at most this often.
 const CC_LOG_INTERVAL: Duration = Duration::from_secs(1);
+/// A content loss names what has been missing for this much less than
+/// `contenttimeout` too.
+const REASON_SLACK: Duration = Duration::from_secs(1);
 /// PIDs carrying a PCR that are followed at most.
 const MAX_PCR_PIDS: usize = 16;
 
@@ -495,19 +498,22 @@ impl Health {
             }
         }
         let timeout = self.settings.content_timeout?;
-        let silent = |since: Option<Instant>| now - since.unwrap_or(connected_at) > timeout;
+        let silence = |since: Option<Instant>| now - since.unwrap_or(connected_at);
         let seconds = timeout.as_secs();
-        let missing: Vec<&str> = [
-            (silent(self.pat_at), "no PAT"),
-            (silent(self.pmt_at), "no PMT"),
-            (silent(self.stream_at), "no packet of any elementary stream"),
-        ]
-        .into_iter()
-        .filter_map(|(silent, what)| silent.then_some(what))
-        .collect();
-        if !missing.is_empty() {
+        let silences = [
+            (silence(self.pat_at), "no PAT"),
+            (silence(self.pmt_at), "no PMT"),
+            (silence(self.stream_at), "no packet of any elementary stream"),
+        ];
+        if silences.iter().any(|(silence, _)| *silence > timeout) {
+            // What stopped at about the same time is named together.
+            let nearly = |silence: Duration| silence + REASON_SLACK > timeout;
+            let missing: Vec<&str> = silences
+                .iter()
+                .filter_map(|(silence, what)| nearly(*silence).then_some(*what))
+                .collect();
             let mut reason = format!("{} for {seconds} s", missing.join(", "));
-            if silent(self.stream_at) {
+            if nearly(silence(self.stream_at)) {
                 let (packets, nulls) = self.window_packets();
                 reason += &if packets == 0 {
                     " (no packets at all)".to_string()
