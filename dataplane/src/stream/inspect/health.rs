@@ -503,7 +503,10 @@ impl Health {
         let silences = [
             (silence(self.pat_at), "no PAT"),
             (silence(self.pmt_at), "no PMT"),
-            (silence(self.stream_at), "no packet of any elementary stream"),
+            (
+                silence(self.stream_at),
+                "no packet of any elementary stream",
+            ),
         ];
         if silences.iter().any(|(silence, _)| *silence > timeout) {
             // What stopped at about the same time is named together.

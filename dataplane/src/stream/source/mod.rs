@@ -79,9 +79,7 @@ impl SourceSettings {
             (None, None) => DEFAULT_ATTEMPT_LIMIT,
         }
     }
-}
 
-impl SourceSettings {
     /// What decides that an upstream's content is lost.
     pub fn health(&self) -> HealthSettings {
         HealthSettings {
