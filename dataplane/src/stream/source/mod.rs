@@ -154,9 +154,10 @@ pub async fn run(
         };
 
         let upstream = &upstreams[index];
-        info!(event = "upstream-connect", stream = %stream, url = %upstream, "upstream connected");
         *hub.counters.upstream_url.lock().unwrap() = upstream.to_string();
+        // Live first, then logged: whoever reads the log finds it live.
         hub.set_upstream_connected(true);
+        info!(event = "upstream-connect", stream = %stream, url = %upstream, "upstream connected");
         hub.counters
             .upstream_connects
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
