@@ -7,9 +7,10 @@
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
+use tokio_rustls::TlsConnector;
 
 use crate::ts::{Checker, PACKET};
 
@@ -47,6 +48,8 @@ pub struct Load {
     pub stalled_share: f64,
     pub warmup: Duration,
     pub window: Duration,
+    /// HTTPS: each client's TLS session (ALPN http/1.1) made by this.
+    pub tls: Option<TlsConnector>,
 }
 
 impl Load {
@@ -70,8 +73,9 @@ impl Load {
             };
             let address = self.address.clone();
             let path = self.path.clone();
+            let tls = self.tls.clone();
             tasks.push(tokio::spawn(async move {
-                client(&address, &path, kind, start, end).await
+                client(&address, &path, tls, kind, start, end).await
             }));
             if i % 100 == 99 {
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -88,20 +92,42 @@ impl Load {
 async fn client(
     address: &str,
     path: &str,
+    tls: Option<TlsConnector>,
     kind: Kind,
     start: Instant,
     end: Instant,
 ) -> ClientReport {
-    let mut report = ClientReport {
+    let report = ClientReport {
         kind,
         status: 0,
         bytes: 0,
         continuity_errors: 0,
         latency_us: microseconds(),
     };
-    let Ok(mut socket) = TcpStream::connect(address).await else {
+    let Ok(socket) = TcpStream::connect(address).await else {
         return report;
     };
+    match tls {
+        None => read_stream(socket, address, path, report, start, end).await,
+        Some(connector) => {
+            let name = rustls::pki_types::ServerName::try_from("localhost").expect("a DNS name");
+            match connector.connect(name, socket).await {
+                Ok(socket) => read_stream(socket, address, path, report, start, end).await,
+                Err(_) => report,
+            }
+        }
+    }
+}
+
+async fn read_stream<S: AsyncRead + AsyncWrite + Unpin>(
+    mut socket: S,
+    address: &str,
+    path: &str,
+    mut report: ClientReport,
+    start: Instant,
+    end: Instant,
+) -> ClientReport {
+    let kind = report.kind;
     let request =
         format!("GET {path} HTTP/1.0\r\nHost: {address}\r\nUser-Agent: restreamer-bench\r\n\r\n");
     if socket.write_all(request.as_bytes()).await.is_err() {

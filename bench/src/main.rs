@@ -36,7 +36,8 @@ enum Commands {
             default_value = "10,100,250,500,1000,1500,2000"
         )]
         clients: Vec<usize>,
-        /// Systems to measure: restreamer, icecast, baseline.
+        /// Systems to measure: restreamer, restreamer-tls (the same over
+        /// HTTPS), icecast, baseline.
         #[arg(
             long,
             value_delimiter = ',',

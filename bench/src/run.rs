@@ -1,7 +1,9 @@
 //! The benchmark run: for each client count and each system, start the
 //! source, the server and the load, measure, stop; then report side by side.
 //!
-//! Systems: `restreamer` (ours, the release binary), `icecast` (Icecast2 from
+//! Systems: `restreamer` (ours, the release binary), `restreamer-tls` (the
+//! same over HTTPS, `tlslisten`, TLS 1.3 with a certificate made for the
+//! run; clients speak HTTP/1.1 in TLS), `icecast` (Icecast2 from
 //! Debian, the stream as a `video/mp2t` mount fed with the SOURCE method),
 //! `baseline` (this crate's minimal fan-out). All serve the same stream to
 //! the same load on the same machine; the server's CPU time and memory are
@@ -131,7 +133,26 @@ async fn one(
     let dir = tempdir()?;
     let port = free_port()?;
     let address = format!("127.0.0.1:{port}");
+    let mut tls = None;
+    let mut ready_address = address.clone();
     let (mut server, path) = match system {
+        "restreamer-tls" => {
+            // The plain listener only tells when the stream plays; the
+            // load is on the TLS one.
+            ready_address = format!("127.0.0.1:{}", free_port()?);
+            let mut config = process::stream_config(&ready_address, source_address);
+            config["flushms"] = flushms.into();
+            if let Some(packets) = settings.outputbuffer {
+                config["outputbuffer"] = packets.into();
+            }
+            let (connector, cert, key) = test_certificate(&dir)?;
+            config["tlslisten"] = address.clone().into();
+            config["tlscert"] = cert.into();
+            config["tlskey"] = key.into();
+            tls = Some(connector);
+            let child = process::spawn(&settings.restreamer, &dir, &config)?;
+            (child, process::STREAM)
+        }
         "restreamer" => {
             let mut config = process::stream_config(&address, source_address);
             config["flushms"] = flushms.into();
@@ -163,8 +184,9 @@ async fn one(
         other => anyhow::bail!("unknown system {other:?}"),
     };
     let result = async {
-        wait_for_stream(&address, path).await?;
+        wait_for_stream(&ready_address, path).await?;
         let load = Load {
+            tls: tls.clone(),
             address: address.clone(),
             path: path.to_string(),
             clients,
@@ -197,7 +219,7 @@ async fn one(
     let _ = server.wait();
     let _ = std::fs::remove_dir_all(&dir);
     let mut result = result?;
-    if system != "restreamer" {
+    if !system.starts_with("restreamer") {
         result.flushms = None;
     }
     Ok(result)
@@ -248,6 +270,30 @@ fn summarise(
         latency_p99_ms: latency.value_at_quantile(0.99) as f64 / 1000.0,
         window_seconds: settings.window.as_secs_f64(),
     }
+}
+
+/// A `localhost` certificate for the TLS run, written to `dir`, and a
+/// client connector that trusts it.
+fn test_certificate(dir: &Path) -> anyhow::Result<(tokio_rustls::TlsConnector, String, String)> {
+    let key = rcgen::KeyPair::generate()?;
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])?.self_signed(&key)?;
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_path, cert.pem())?;
+    std::fs::write(&key_path, key.serialize_pem())?;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.der().clone())?;
+    let mut config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok((
+        tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)),
+        cert_path.display().to_string(),
+        key_path.display().to_string(),
+    ))
 }
 
 /// User plus system CPU seconds of a process, from `/proc/PID/stat`.
