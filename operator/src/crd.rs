@@ -60,6 +60,9 @@ pub struct RestreamSpec {
     /// Buffer sizes and batching.
     #[serde(default)]
     pub buffers: Buffers,
+    /// How new viewers start: on the latest keyframe, at once.
+    #[serde(default)]
+    pub instant_start: InstantStart,
     /// Upstream timeouts and reconnection.
     #[serde(default)]
     pub upstream: UpstreamSettings,
@@ -165,6 +168,9 @@ pub struct StreamSpec {
     /// Network interface to join multicast groups on (udp upstreams).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub multicast_interface: Option<String>,
+    /// This channel's own `spec.instantStart.enabled`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instant_start: Option<bool>,
     /// This channel's own `spec.upstream.contentTimeoutSeconds`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content_timeout_seconds: Option<u32>,
@@ -221,6 +227,33 @@ impl Default for Buffers {
             input_packets: 1000,
             output_packets: 400,
             flush_milliseconds: 10,
+        }
+    }
+}
+
+/// Instant start: every new viewer starts on the latest random access
+/// point (a keyframe) after fresh PAT and PMT, so the picture appears at
+/// once instead of after the next keyframe; a viewer that fell behind
+/// resumes on the next one. The pods hold each channel since its latest
+/// keyframe for this: count up to `limitMebibytes` per channel in the
+/// pods' memory.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(default, rename_all = "camelCase")]
+pub struct InstantStart {
+    /// Off: viewers start on the next packet, as the original restreamer.
+    /// A channel may set its own (`streams[].instantStart`).
+    pub enabled: bool,
+    /// The most each channel holds for it, in MiB; past it new viewers
+    /// start live (and the pod logs `instant-start-limit` once).
+    #[schemars(range(min = 1))]
+    pub limit_mebibytes: u32,
+}
+
+impl Default for InstantStart {
+    fn default() -> Self {
+        InstantStart {
+            enabled: true,
+            limit_mebibytes: 16,
         }
     }
 }
@@ -662,6 +695,9 @@ impl RestreamSpec {
             if packets == 0 {
                 problems.push(format!("spec.buffers.{field}: must be at least 1 packet"));
             }
+        }
+        if self.instant_start.limit_mebibytes == 0 {
+            problems.push("spec.instantStart.limitMebibytes: must be at least 1".into());
         }
         if self.limits.max_connections > 0
             && self.limits.soft_connections > self.limits.max_connections

@@ -211,6 +211,7 @@ mod tests {
                     multicast_interface: None,
                     content_timeout_seconds: None,
                     cc_error_limit: None,
+                    instant_start: None,
                 }],
                 ..serde_yaml::from_str("streams: []").unwrap()
             },
@@ -1204,5 +1205,31 @@ mod tests {
             spec.authentication.unwrap().kind,
             crate::crd::AuthenticationKind::Token
         );
+    }
+
+    #[test]
+    fn instant_start_is_on_by_default_and_can_be_turned_off_per_channel() {
+        let config = render(&minimal(), "img:1").unwrap().config;
+        assert!(config.instantstart);
+        assert_eq!(config.instantstartlimit, 16);
+        assert_eq!(config.resources[0].instantstart, None, "the global value");
+
+        let mut restream = tiered();
+        restream.spec.instant_start.limit_mebibytes = 64;
+        restream.spec.streams[0].instant_start = Some(false);
+        let rendered = render(&restream, "img:1").unwrap();
+        let origin = rendered.origin.unwrap().config;
+        for config in [&rendered.config, &origin] {
+            assert_eq!(config.instantstartlimit, 64);
+            assert_eq!(config.resources[0].instantstart, Some(false));
+        }
+        let json = serde_json::to_string(&rendered.config).unwrap();
+        assert!(json.contains("\"instantstart\":false"), "{json}");
+
+        restream.spec.instant_start.limit_mebibytes = 0;
+        assert!(render(&restream, "img:1")
+            .unwrap_err()
+            .to_string()
+            .contains("spec.instantStart.limitMebibytes: must be at least 1"));
     }
 }
