@@ -208,7 +208,7 @@ async fn apply(restream: &Restream, ctx: &Context) -> Result<Action, Error> {
 
     let deployment: Deployment = parse(deployment.expect("a Deployment is always rendered"))?;
     let autoscaler: Option<HorizontalPodAutoscaler> = autoscaler.map(parse).transpose()?;
-    let config_hash = restreamer::proxy::config_hash(&rendered.config);
+    let config_hash = restreamer::config::config_hash(&rendered.config);
     let deployment_status = deployment.status.unwrap_or_default();
     let observed = Observed::Applied(Applied {
         replicas: deployment_status.replicas.unwrap_or(0),
@@ -435,7 +435,7 @@ mod tests {
         );
         assert_eq!(
             status.config_hash,
-            Some(restreamer::proxy::config_hash(&config))
+            Some(restreamer::config::config_hash(&config))
         );
         let condition = |kind: &str| {
             status
@@ -470,7 +470,7 @@ mod tests {
         let mut restream = Restream::test();
         let rendered = render(&restream, "restreamer:test").unwrap();
         restream.status = Some(RestreamStatus {
-            config_hash: Some(restreamer::proxy::config_hash(&rendered.config)),
+            config_hash: Some(restreamer::config::config_hash(&rendered.config)),
             ..RestreamStatus::default()
         });
         let restream_json = serde_json::to_value(&restream).unwrap();

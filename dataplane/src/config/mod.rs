@@ -30,6 +30,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 pub use auth::Authenticator;
 pub use upstream::{url_path, Upstream, UpstreamKind};
@@ -545,6 +546,22 @@ impl Config {
 
 fn seconds(value: u64) -> Option<Duration> {
     (value > 0).then(|| Duration::from_secs(value))
+}
+
+/// The first 16 hex digits of the SHA-256 of the config's canonical JSON:
+/// the config's name in metrics, logs and the operator's status.
+pub fn config_hash(config: &Config) -> String {
+    short_digest(&serde_json::to_vec(config).expect("a config serialises"))
+}
+
+/// The first 16 hex digits (64 bits) of the SHA-256 of `data`: config
+/// hashes and static documents' ETags.
+pub fn short_digest(data: &[u8]) -> String {
+    Sha256::digest(data)
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Drops every `""` key, at any depth (the original's comment convention),

@@ -69,6 +69,7 @@ pub async fn run(
     shutdown.await;
 
     proxy.begin_drain();
+    // Served until the last client has gone, or `draintime` is up.
     let drain = Duration::from_secs(proxy.current().config.draintime);
     info!(
         event = "draining",
@@ -76,12 +77,10 @@ pub async fn run(
         clients = proxy.limits.connected(),
         "shutting down: not ready, serving current clients"
     );
-    let deadline = tokio::time::Instant::now() + drain;
-    while proxy.limits.connected() > 0 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let _ = tokio::time::timeout(drain, proxy.limits.all_gone()).await;
     proxy.stop_streams();
-    // Let the ended bodies finish on their connections.
+    // Let the ended bodies finish on their connections (their last chunk
+    // is written after the body, and its permit, is dropped).
     tokio::time::sleep(Duration::from_millis(100)).await;
     for server in servers {
         server.abort();

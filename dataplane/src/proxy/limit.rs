@@ -10,7 +10,9 @@
 //! same, but these limits change on a config reload.)
 //!
 //! Crossing the soft limit, up or down, is reported on a channel: that is
-//! where the `limit_hit` and `limit_miss` notifications come from.
+//! where the `limit_hit` and `limit_miss` notifications come from. The
+//! last client leaving wakes whoever waits in [`ConnectionLimits::all_gone`]
+//! (the drain at shutdown).
 //!
 //! The per-address limit (`maxperclient`) counts the permits of each client
 //! address in a map, under a lock taken on connect and on disconnect only;
@@ -23,7 +25,7 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 
 /// The soft limit was reached (`true`) or left again (`false`).
 pub type LimitEvent = bool;
@@ -45,6 +47,8 @@ struct State {
     /// Permits held by each client address.
     clients: Mutex<HashMap<IpAddr, usize>>,
     events: Option<mpsc::Sender<LimitEvent>>,
+    /// Notified when the count drops to zero.
+    all_gone: Notify,
 }
 
 /// Which limit refused a new client.
@@ -103,6 +107,9 @@ impl Drop for ConnectionPermit {
             self.state.release_client(client);
         }
         let before = self.state.connected.fetch_sub(1, Ordering::AcqRel);
+        if before == 1 {
+            self.state.all_gone.notify_waiters();
+        }
         let soft = self.state.soft.load(Ordering::Relaxed);
         if soft > 0 && before == soft {
             self.state.report(false);
@@ -122,6 +129,7 @@ impl ConnectionLimits {
                 per_client: AtomicUsize::new(0),
                 clients: Mutex::new(HashMap::new()),
                 events,
+                all_gone: Notify::new(),
             }),
         }
     }
@@ -203,6 +211,21 @@ impl ConnectionLimits {
             state: Arc::clone(&self.state),
             client: None,
         })
+    }
+
+    /// Completes once no stream client is connected.
+    pub async fn all_gone(&self) {
+        loop {
+            let notified = self.state.all_gone.notified();
+            tokio::pin!(notified);
+            // Registered before the count is read: a client leaving in
+            // between still wakes us.
+            notified.as_mut().enable();
+            if self.connected() == 0 {
+                return;
+            }
+            notified.await;
+        }
     }
 
     /// Stream clients connected now.
@@ -324,6 +347,27 @@ mod tests {
         assert!(!limits.is_full());
         assert_eq!(limits.utilization(), 0.0);
         assert_eq!(limits.connected(), permits.len());
+    }
+
+    #[tokio::test]
+    async fn waiting_for_all_to_go_ends_when_the_last_client_leaves() {
+        let limits = Arc::new(ConnectionLimits::new(0, 0, None));
+        limits.all_gone().await; // nobody connected: at once
+        let clients: Vec<_> = (0..3).map(|_| limits.try_acquire().unwrap()).collect();
+        let waiter = tokio::spawn({
+            let limits = Arc::clone(&limits);
+            async move { limits.all_gone().await }
+        });
+        let mut clients = clients.into_iter();
+        drop(clients.next());
+        drop(clients.next());
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(!waiter.is_finished(), "one client is still connected");
+        drop(clients.next());
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+            .await
+            .expect("woken when the last client left")
+            .unwrap();
     }
 
     #[test]

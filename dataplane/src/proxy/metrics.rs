@@ -3,8 +3,8 @@
 //! The hot path only bumps plain atomic counters (in each hub's
 //! [`StreamCounters`]). Everything here reads them when asked:
 //!
-//! - [`RateWindow`] samples the totals once a second, so the statistics API
-//!   can give per-second rates over a sliding window of a few seconds;
+//! - [`Totals`] are a stream's counters read at one instant (the rates over
+//!   the last seconds are [`super::rates`]');
 //! - [`Metrics`] renders the Prometheus text format with the `prometheus`
 //!   crate: our own `restreamer_*` metrics, named by Prometheus rules, and the
 //!   original's `streaming_*` names, so existing dashboards keep working.
@@ -54,7 +54,7 @@ impl Totals {
         }
     }
 
-    fn add(&mut self, other: &Totals) {
+    pub fn add(&mut self, other: &Totals) {
         self.packets_received += other.packets_received;
         self.packets_sent += other.packets_sent;
         self.packets_dropped += other.packets_dropped;
@@ -65,7 +65,7 @@ impl Totals {
 
     /// Per-second rates from `earlier` to `self` over `seconds`. A counter
     /// that went backwards (its stream was replaced) counts from zero.
-    fn rate_since(&self, earlier: &Totals, seconds: f64) -> Totals {
+    pub fn rate_since(&self, earlier: &Totals, seconds: f64) -> Totals {
         let rate = |now: u64, then: u64| {
             let delta = if now >= then { now - then } else { now };
             (delta as f64 / seconds).round() as u64
@@ -78,59 +78,6 @@ impl Totals {
             bytes_sent: rate(self.bytes_sent, earlier.bytes_sent),
             bytes_dropped: rate(self.bytes_dropped, earlier.bytes_dropped),
         }
-    }
-}
-
-/// The totals of every stream, sampled once a second for a few seconds.
-#[derive(Debug)]
-pub struct RateWindow {
-    samples: Mutex<VecDeque<(Instant, HashMap<String, Totals>)>>,
-    window: Duration,
-}
-
-impl RateWindow {
-    pub fn new(window: Duration) -> Self {
-        RateWindow {
-            samples: Mutex::new(VecDeque::new()),
-            window,
-        }
-    }
-
-    /// Records the current totals of every stream.
-    pub fn sample(&self, streams: &HashMap<String, Totals>) {
-        let now = Instant::now();
-        let mut samples = self.samples.lock().unwrap();
-        samples.push_back((now, streams.clone()));
-        while samples
-            .front()
-            .is_some_and(|(at, _)| now.duration_since(*at) > self.window)
-        {
-            samples.pop_front();
-        }
-    }
-
-    /// Per-second rates of each stream (and `None` = all streams together)
-    /// from the oldest sample in the window to `current`.
-    pub fn rates(&self, current: &HashMap<String, Totals>) -> (Totals, HashMap<String, Totals>) {
-        let samples = self.samples.lock().unwrap();
-        let Some((at, oldest)) = samples.front() else {
-            return (Totals::default(), HashMap::new());
-        };
-        let seconds = at.elapsed().as_secs_f64();
-        if seconds < 0.5 {
-            return (Totals::default(), HashMap::new());
-        }
-        let mut total = Totals::default();
-        let per_stream = current
-            .iter()
-            .map(|(path, now)| {
-                let then = oldest.get(path).copied().unwrap_or_default();
-                let rate = now.rate_since(&then, seconds);
-                total.add(&rate);
-                (path.clone(), rate)
-            })
-            .collect();
-        (total, per_stream)
     }
 }
 
@@ -450,26 +397,6 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rates_are_per_second_over_the_window() {
-        let window = RateWindow::new(Duration::from_secs(5));
-        let mut totals = HashMap::new();
-        totals.insert("/a".to_string(), Totals::default());
-        window.sample(&totals);
-        // Pretend the sample is two seconds old.
-        window.samples.lock().unwrap()[0].0 -= Duration::from_secs(2);
-        let now = Totals {
-            packets_sent: 2000,
-            bytes_sent: 376_000,
-            ..Default::default()
-        };
-        totals.insert("/a".to_string(), now);
-        let (total, per_stream) = window.rates(&totals);
-        // Two seconds and the few microseconds the test took.
-        assert!((995..=1000).contains(&total.packets_sent), "{total:?}");
-        assert!((187_000..=188_000).contains(&per_stream["/a"].bytes_sent));
-    }
 
     #[test]
     fn metrics_carry_our_names_and_the_originals() {

@@ -10,10 +10,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{header, HeaderValue};
-use sha2::{Digest, Sha256};
 use tokio::sync::Mutex;
 
-use crate::config::StaticSource;
+use crate::config::{short_digest, StaticSource};
 
 #[derive(Debug)]
 pub struct StaticResource {
@@ -109,8 +108,7 @@ impl StaticResource {
 
 impl Document {
     fn new(body: Bytes, content_type: HeaderValue) -> Document {
-        let digest = Sha256::digest(&body);
-        let tag: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+        let tag = short_digest(&body);
         Document {
             body,
             content_type,
