@@ -15,15 +15,15 @@
 //! `prometheus` crate's process collector, as the original's Go client
 //! exports them.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::Ordering;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
-use prometheus::{
-    Encoder, Gauge, GaugeVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::{
+    Counter, Gauge as ProtoGauge, LabelPair, Metric, MetricFamily, MetricType,
 };
+use prometheus::{Encoder, Gauge, IntCounter, IntGauge, Registry, TextEncoder};
 use serde::Serialize;
 
 use crate::proxy::health_metrics::HealthMetrics;
@@ -91,44 +91,18 @@ pub fn sum(streams: &HashMap<String, Totals>) -> Totals {
 /// The Prometheus registry of one data-plane process.
 pub struct Metrics {
     registry: Registry,
-    /// One scrape at a time: rendering resets and refills the stream vectors.
-    render_lock: Mutex<()>,
     connections: IntGauge,
     soft_limit: IntGauge,
     hard_limit: IntGauge,
     utilization: Gauge,
     full: IntGauge,
-    stream_connections: IntGaugeVec,
-    packets_received: IntCounterVec,
-    bytes_received: IntCounterVec,
-    packets_sent: IntCounterVec,
-    bytes_sent: IntCounterVec,
-    packets_dropped: IntCounterVec,
-    bytes_dropped: IntCounterVec,
-    upstream_connected: IntGaugeVec,
-    upstream_reconnects: IntCounterVec,
-    keyframe_interval: GaugeVec,
-    instant_start_bytes: IntGaugeVec,
     pub config_reloads: IntCounter,
     pub config_reload_failures: IntCounter,
-    config_info: IntGaugeVec,
     tasks: IntGauge,
     log_lines_dropped: IntCounter,
-    legacy: LegacyMetrics,
     health: HealthMetrics,
-}
-
-/// The Go restreamer's metric names, each with a `stream` label.
-struct LegacyMetrics {
-    source_connected: IntGaugeVec,
-    packets_received: IntCounterVec,
-    bytes_received: IntCounterVec,
-    packets_sent: IntCounterVec,
-    bytes_sent: IntCounterVec,
-    packets_dropped: IntCounterVec,
-    bytes_dropped: IntCounterVec,
-    connections: IntGaugeVec,
-    duration: IntCounterVec,
+    /// One scrape at a time: the health vectors are reset and refilled.
+    render_lock: Mutex<()>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -162,18 +136,6 @@ impl Metrics {
             collector
         }
         let gauge = |name: &str, help: &str| add(&registry, IntGauge::new(name, help).unwrap());
-        let stream_gauge = |name: &str, help: &str| {
-            add(
-                &registry,
-                IntGaugeVec::new(Opts::new(name, help), &["stream"]).unwrap(),
-            )
-        };
-        let stream_counter = |name: &str, help: &str| {
-            add(
-                &registry,
-                IntCounterVec::new(Opts::new(name, help), &["stream"]).unwrap(),
-            )
-        };
         Metrics {
             connections: gauge("restreamer_connections", "Stream clients connected, all streams together."),
             soft_limit: gauge(
@@ -193,36 +155,6 @@ impl Metrics {
                 .unwrap(),
             ),
             full: gauge("restreamer_full", "1 when the soft limit is reached, else 0."),
-            stream_connections: stream_gauge("restreamer_stream_connections", "Clients connected to a stream."),
-            packets_received: stream_counter("restreamer_packets_received_total", "TS packets received from upstream."),
-            bytes_received: stream_counter("restreamer_received_bytes_total", "Bytes received from upstream."),
-            packets_sent: stream_counter("restreamer_packets_sent_total", "TS packets sent to clients."),
-            bytes_sent: stream_counter("restreamer_sent_bytes_total", "Bytes sent to clients."),
-            packets_dropped: stream_counter(
-                "restreamer_packets_dropped_total",
-                "TS packets dropped for clients that fell behind.",
-            ),
-            bytes_dropped: stream_counter("restreamer_dropped_bytes_total", "Bytes dropped for clients that fell behind."),
-            upstream_connected: stream_gauge("restreamer_upstream_connected", "1 while the stream's upstream is connected."),
-            upstream_reconnects: stream_counter(
-                "restreamer_upstream_reconnects_total",
-                "Upstream connections made after the first one.",
-            ),
-            keyframe_interval: add(
-                &registry,
-                GaugeVec::new(
-                    Opts::new(
-                        "restreamer_keyframe_interval_seconds",
-                        "Measured interval between the stream's random access points (keyframes); 0 until two were seen.",
-                    ),
-                    &["stream"],
-                )
-                .unwrap(),
-            ),
-            instant_start_bytes: stream_gauge(
-                "restreamer_instant_start_bytes",
-                "Bytes held for instant start: the stream since its latest random access point.",
-            ),
             config_reloads: add(
                 &registry,
                 IntCounter::new("restreamer_config_reloads_total", "Configuration reloads applied.").unwrap(),
@@ -232,14 +164,6 @@ impl Metrics {
                 IntCounter::new(
                     "restreamer_config_reload_failures_total",
                     "Configuration reloads rejected (the last good configuration stays in force).",
-                )
-                .unwrap(),
-            ),
-            config_info: add(
-                &registry,
-                IntGaugeVec::new(
-                    Opts::new("restreamer_config_info", "The configuration in force, by its SHA-256 hash."),
-                    &["hash"],
                 )
                 .unwrap(),
             ),
@@ -255,30 +179,6 @@ impl Metrics {
                 )
                 .unwrap(),
             ),
-            legacy: LegacyMetrics {
-                source_connected: add(
-                    &registry,
-                    IntGaugeVec::new(
-                        Opts::new(
-                            "streaming_source_connected",
-                            "1 for the upstream a stream is connected to, 0 for its others (original name).",
-                        ),
-                        &["stream", "url"],
-                    )
-                    .unwrap(),
-                ),
-                packets_received: stream_counter("streaming_packets_received", "Packets received (original name)."),
-                bytes_received: stream_counter("streaming_bytes_received", "Bytes received (original name)."),
-                packets_sent: stream_counter("streaming_packets_sent", "Packets sent (original name)."),
-                bytes_sent: stream_counter("streaming_bytes_sent", "Bytes sent (original name)."),
-                packets_dropped: stream_counter("streaming_packets_dropped", "Packets dropped (original name)."),
-                bytes_dropped: stream_counter("streaming_bytes_dropped", "Bytes dropped (original name)."),
-                connections: stream_gauge("streaming_connections", "Connections (original name)."),
-                duration: stream_counter(
-                    "streaming_duration",
-                    "Nanoseconds streamed by clients that have left (original name).",
-                ),
-            },
             health: HealthMetrics::new(&registry),
             registry,
             render_lock: Mutex::new(()),
@@ -292,105 +192,269 @@ impl Metrics {
         streams: impl Iterator<Item = (&'a str, &'a Hub, Vec<String>)>,
         config_hash: &str,
     ) -> String {
-        let _one_at_a_time = self.render_lock.lock().unwrap();
         self.connections.set(limits.connected() as i64);
         self.soft_limit.set(limits.soft() as i64);
         self.hard_limit.set(limits.max() as i64);
         self.utilization.set(limits.utilization());
         self.full.set(limits.is_full() as i64);
-        self.config_info.reset();
-        self.config_info.with_label_values(&[config_hash]).set(1);
         let dropped = crate::proxy::logging::dropped_lines();
         self.log_lines_dropped
             .inc_by(dropped.saturating_sub(self.log_lines_dropped.get()));
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             self.tasks.set(runtime.metrics().num_alive_tasks() as i64);
         }
-
-        // Refilled from the hubs' counters on every scrape, so that removed
-        // streams disappear and the values are exactly the hubs' own.
-        let legacy = &self.legacy;
-        // Each vector is listed once, in the order of the values below.
-        let counter_vecs = [
-            &self.packets_received,
-            &self.bytes_received,
-            &self.packets_sent,
-            &self.bytes_sent,
-            &self.packets_dropped,
-            &self.bytes_dropped,
-            &self.upstream_reconnects,
-            &legacy.packets_received,
-            &legacy.bytes_received,
-            &legacy.packets_sent,
-            &legacy.bytes_sent,
-            &legacy.packets_dropped,
-            &legacy.bytes_dropped,
-            &legacy.duration,
-        ];
-        let gauge_vecs = [
-            &self.stream_connections,
-            &self.upstream_connected,
-            &legacy.connections,
-        ];
-        counter_vecs.iter().for_each(|vec| vec.reset());
-        gauge_vecs.iter().for_each(|vec| vec.reset());
-        legacy.source_connected.reset();
-        self.keyframe_interval.reset();
-        self.instant_start_bytes.reset();
+        let streams: Vec<_> = streams.collect();
+        let _one_at_a_time = self.render_lock.lock().unwrap();
         self.health.reset();
-        for (path, hub, upstreams) in streams {
+        for (path, hub, _) in &streams {
             self.health.record(path, &hub.health_report());
-            let counters = &hub.counters;
-            let totals = Totals::of(counters);
-            let connected = hub.upstream_connected() as i64;
-            let clients = counters.connections.load(Ordering::Relaxed) as i64;
-            let reconnects = counters
-                .upstream_connects
-                .load(Ordering::Relaxed)
-                .saturating_sub(1);
-            let duration = counters.client_time_ns.load(Ordering::Relaxed);
-            let traffic = [
-                totals.packets_received,
-                totals.bytes_received,
-                totals.packets_sent,
-                totals.bytes_sent,
-                totals.packets_dropped,
-                totals.bytes_dropped,
-            ];
-            // Ours (with reconnects), then the original's (with duration).
-            let counter_values = traffic
-                .iter()
-                .chain([&reconnects])
-                .chain(&traffic)
-                .chain([&duration]);
-            for (vec, value) in counter_vecs.iter().zip(counter_values) {
-                vec.with_label_values(&[path]).inc_by(*value);
-            }
-            for (vec, value) in gauge_vecs.iter().zip([clients, connected, clients]) {
-                vec.with_label_values(&[path]).set(value);
-            }
-            // As the original: a series per upstream, 1 for the connected one.
-            let current = counters.upstream_url.lock().unwrap().clone();
-            for url in &upstreams {
-                let on = connected == 1 && *url == current;
-                legacy
-                    .source_connected
-                    .with_label_values(&[path, url])
-                    .set(on as i64);
-            }
-            self.keyframe_interval
-                .with_label_values(&[path])
-                .set(hub.keyframe_interval_ms() as f64 / 1000.0);
-            self.instant_start_bytes
-                .with_label_values(&[path])
-                .set(hub.instant_start_bytes() as i64);
         }
+        let mut families = self.registry.gather();
+        families.extend(
+            StreamMetrics {
+                streams,
+                config_hash,
+            }
+            .collect(),
+        );
+        families.sort_by(|a, b| a.name().cmp(b.name()));
 
         let mut out = Vec::new();
         TextEncoder::new()
-            .encode(&self.registry.gather(), &mut out)
+            .encode(&families, &mut out)
             .expect("the text encoder writes to memory");
         String::from_utf8(out).expect("the text format is UTF-8")
+    }
+}
+
+/// One metric with a `stream` label, read from each hub's counters.
+struct StreamFamily {
+    name: &'static str,
+    help: &'static str,
+    kind: MetricType,
+    value: fn(&Hub) -> f64,
+}
+
+fn load(counter: &AtomicU64) -> f64 {
+    counter.load(Ordering::Relaxed) as f64
+}
+
+/// Ours, named by Prometheus rules, then the Go restreamer's names, so
+/// existing dashboards keep working.
+const STREAM_FAMILIES: &[StreamFamily] = &[
+    StreamFamily {
+        name: "restreamer_stream_connections",
+        help: "Clients connected to a stream.",
+        kind: MetricType::GAUGE,
+        value: |hub| load(&hub.counters.connections),
+    },
+    StreamFamily {
+        name: "restreamer_packets_received_total",
+        help: "TS packets received from upstream.",
+        kind: MetricType::COUNTER,
+        value: |hub| load(&hub.counters.packets_received),
+    },
+    StreamFamily {
+        name: "restreamer_received_bytes_total",
+        help: "Bytes received from upstream.",
+        kind: MetricType::COUNTER,
+        value: |hub| load(&hub.counters.bytes_received),
+    },
+    StreamFamily {
+        name: "restreamer_packets_sent_total",
+        help: "TS packets sent to clients.",
+        kind: MetricType::COUNTER,
+        value: |hub| load(&hub.counters.packets_sent),
+    },
+    StreamFamily {
+        name: "restreamer_sent_bytes_total",
+        help: "Bytes sent to clients.",
+        kind: MetricType::COUNTER,
+        value: |hub| load(&hub.counters.bytes_sent),
+    },
+    StreamFamily {
+        name: "restreamer_packets_dropped_total",
+        help: "TS packets dropped for clients that fell behind.",
+        kind: MetricType::COUNTER,
+        value: |hub| load(&hub.counters.packets_dropped),
+    },
+    StreamFamily {
+        name: "restreamer_dropped_bytes_total",
+        help: "Bytes dropped for clients that fell behind.",
+        kind: MetricType::COUNTER,
+        value: |hub| load(&hub.counters.bytes_dropped),
+    },
+    StreamFamily {
+        name: "restreamer_upstream_connected",
+        help: "1 while the stream's upstream is connected.",
+        kind: MetricType::GAUGE,
+        value: |hub| hub.upstream_connected() as u8 as f64,
+    },
+    StreamFamily {
+        name: "restreamer_upstream_reconnects_total",
+        help: "Upstream connections made after the first one.",
+        kind: MetricType::COUNTER,
+        value: |hub| {
+            (hub.counters.upstream_connects.load(Ordering::Relaxed)).saturating_sub(1) as f64
+        },
+    },
+    StreamFamily {
+        name: "restreamer_keyframe_interval_seconds",
+        help: "Measured interval between the stream's random access points (keyframes); 0 until two were seen.",
+        kind: MetricType::GAUGE,
+        value: |hub| hub.keyframe_interval_ms() as f64 / 1000.0,
+    },
+    StreamFamily {
+        name: "restreamer_instant_start_bytes",
+        help: "Bytes held for instant start: the stream since its latest random access point.",
+        kind: MetricType::GAUGE,
+        value: |hub| hub.instant_start_bytes() as f64,
+    },
+    StreamFamily {
+        name: "streaming_packets_received",
+        help: "Packets received (original name).",
+        kind: MetricType::COUNTER,
+        value: |hub| load(&hub.counters.packets_received),
+    },
+    StreamFamily {
+        name: "streaming_bytes_received",
+        help: "Bytes received (original name).",
+        kind: MetricType::COUNTER,
+        value: |hub| load(&hub.counters.bytes_received),
+    },
+    StreamFamily {
+        name: "streaming_packets_sent",
+        help: "Packets sent (original name).",
+        kind: MetricType::COUNTER,
+        value: |hub| load(&hub.counters.packets_sent),
+    },
+    StreamFamily {
+        name: "streaming_bytes_sent",
+        help: "Bytes sent (original name).",
+        kind: MetricType::COUNTER,
+        value: |hub| load(&hub.counters.bytes_sent),
+    },
+    StreamFamily {
+        name: "streaming_packets_dropped",
+        help: "Packets dropped (original name).",
+        kind: MetricType::COUNTER,
+        value: |hub| load(&hub.counters.packets_dropped),
+    },
+    StreamFamily {
+        name: "streaming_bytes_dropped",
+        help: "Bytes dropped (original name).",
+        kind: MetricType::COUNTER,
+        value: |hub| load(&hub.counters.bytes_dropped),
+    },
+    StreamFamily {
+        name: "streaming_connections",
+        help: "Connections (original name).",
+        kind: MetricType::GAUGE,
+        value: |hub| load(&hub.counters.connections),
+    },
+    StreamFamily {
+        name: "streaming_duration",
+        help: "Nanoseconds streamed by clients that have left (original name).",
+        kind: MetricType::COUNTER,
+        value: |hub| load(&hub.counters.client_time_ns),
+    },
+];
+
+/// The metrics of the current streams and config, read at scrape time
+/// straight from the hubs' counters: a stream that is gone is simply not
+/// there, and nothing is copied into metric vectors between scrapes.
+struct StreamMetrics<'a> {
+    /// Each stream's path, hub and upstream URLs (as logged).
+    streams: Vec<(&'a str, &'a Hub, Vec<String>)>,
+    config_hash: &'a str,
+}
+
+impl Collector for StreamMetrics<'_> {
+    fn desc(&self) -> Vec<&Desc> {
+        // Never registered: the families are named in `collect`.
+        Vec::new()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let family = |name: &str, help: &str, kind: MetricType, metrics: Vec<Metric>| {
+            let mut family = MetricFamily::default();
+            family.set_name(name.to_string());
+            family.set_help(help.to_string());
+            family.set_field_type(kind);
+            family.set_metric(metrics);
+            family
+        };
+        let metric = |labels: &[(&str, &str)], kind: MetricType, number: f64| {
+            let labels = labels
+                .iter()
+                .map(|(name, value)| {
+                    let mut pair = LabelPair::default();
+                    pair.set_name(name.to_string());
+                    pair.set_value(value.to_string());
+                    pair
+                })
+                .collect();
+            let mut metric = Metric::default();
+            metric.set_label(labels);
+            if kind == MetricType::COUNTER {
+                let mut counter = Counter::default();
+                counter.set_value(number);
+                metric.set_counter(counter);
+            } else {
+                let mut gauge = ProtoGauge::default();
+                gauge.set_value(number);
+                metric.set_gauge(gauge);
+            }
+            metric
+        };
+        let mut families: Vec<MetricFamily> = STREAM_FAMILIES
+            .iter()
+            .filter(|_| !self.streams.is_empty())
+            .map(|f| {
+                let metrics = self
+                    .streams
+                    .iter()
+                    .map(|(path, hub, _)| metric(&[("stream", path)], f.kind, (f.value)(hub)))
+                    .collect();
+                family(f.name, f.help, f.kind, metrics)
+            })
+            .collect();
+        // As the original: a series per upstream, 1 for the connected one.
+        let sources: Vec<Metric> = self
+            .streams
+            .iter()
+            .flat_map(|(path, hub, upstreams)| {
+                let current = hub.counters.upstream_url.lock().unwrap().clone();
+                let connected = hub.upstream_connected();
+                upstreams.iter().map(move |url| {
+                    let on = connected && *url == current;
+                    metric(
+                        &[("stream", path), ("url", url)],
+                        MetricType::GAUGE,
+                        on as u8 as f64,
+                    )
+                })
+            })
+            .collect();
+        if !sources.is_empty() {
+            families.push(family(
+                "streaming_source_connected",
+                "1 for the upstream a stream is connected to, 0 for its others (original name).",
+                MetricType::GAUGE,
+                sources,
+            ));
+        }
+        families.push(family(
+            "restreamer_config_info",
+            "The configuration in force, by its SHA-256 hash.",
+            MetricType::GAUGE,
+            vec![metric(
+                &[("hash", self.config_hash)],
+                MetricType::GAUGE,
+                1.0,
+            )],
+        ));
+        families
     }
 }
 
