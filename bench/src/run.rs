@@ -67,7 +67,7 @@ impl RunResult {
 }
 
 pub async fn run(settings: &Settings) -> anyhow::Result<Vec<RunResult>> {
-    raise_file_limit();
+    restreamer::front::server::raise_file_limit();
     let stream = source::generate(settings.bitrate);
     let source_listener = TcpListener::bind("127.0.0.1:0").await?;
     let source_address = source_listener.local_addr()?.to_string();
@@ -422,19 +422,4 @@ pub fn tempdir() -> anyhow::Result<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777))?;
     Ok(dir)
-}
-
-/// Thousands of sockets need more than the usual 1024 descriptors; the
-/// servers started from here inherit the raised limit.
-pub fn raise_file_limit() {
-    unsafe {
-        let mut limit = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
-            limit.rlim_cur = limit.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-        }
-    }
 }

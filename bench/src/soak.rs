@@ -49,7 +49,7 @@ impl Sample {
 /// Runs the soak; returns the report, and the leaks: descriptors or tasks
 /// left over once every client has gone.
 pub async fn run(soak: &Soak) -> anyhow::Result<(String, Vec<String>)> {
-    crate::run::raise_file_limit();
+    restreamer::front::server::raise_file_limit();
     let proxy = Restreamer::start(&soak.restreamer, soak.bitrate, serde_json::json!({})).await?;
     let idle = Sample::take(&proxy, Duration::ZERO, 0).await?;
 

@@ -38,7 +38,7 @@ enum Outcome {
 /// Runs the storm; returns the report, and what went wrong: the limit not
 /// held, a health request failed, clients still counted after leaving.
 pub async fn run(storm: &Storm) -> anyhow::Result<(String, Vec<String>)> {
-    crate::run::raise_file_limit();
+    restreamer::front::server::raise_file_limit();
     let extra = serde_json::json!({
         "maxconnections": storm.hard_limit,
         "fullconnections": storm.hard_limit,

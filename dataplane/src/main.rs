@@ -106,7 +106,9 @@ fn main() -> ExitCode {
         },
     };
     let _log_writer = logging::init(access_log.clone());
-    raise_file_limit();
+    if let Some((from, to)) = server::raise_file_limit() {
+        info!(event = "file-limit", from, to, "raised the open file limit");
+    }
 
     let runtime = tokio::runtime::Runtime::new().expect("cannot start the tokio runtime");
     runtime.block_on(async {
@@ -177,33 +179,6 @@ fn main() -> ExitCode {
         info!(event = "shutdown", "stopped");
         ExitCode::SUCCESS
     })
-}
-
-/// Every client is a socket: lift the soft descriptor limit (often 1024) to
-/// the hard one, as Go's runtime does for the original.
-fn raise_file_limit() {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
-        {
-            let raised = libc::rlimit {
-                rlim_cur: limit.rlim_max,
-                ..limit
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-                tracing::info!(
-                    event = "file-limit",
-                    from = limit.rlim_cur,
-                    to = limit.rlim_max,
-                    "raised the open file limit"
-                );
-            }
-        }
-    }
 }
 
 /// Completes on SIGINT or SIGTERM.

@@ -167,7 +167,9 @@ async fn slowloris_clients_are_cut_off_at_the_header_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connect_storm_far_over_the_hard_limit_holds_it_exactly() {
-    raise_file_limit();
+    // A thousand clients and the proxy's sockets need more than 1,024
+    // descriptors.
+    restreamer::front::server::raise_file_limit();
     let upstream = TcpUpstream::start(0x100, 200).await;
     let mut config = config(&upstream);
     config["maxconnections"] = json!(100);
@@ -196,22 +198,6 @@ async fn a_connect_storm_far_over_the_hard_limit_holds_it_exactly() {
     let health: serde_json::Value = serde_json::from_str(&health.text().await).unwrap();
     assert_eq!(health["viewer"], 100);
     drop(clients);
-}
-
-/// A thousand clients and the proxy's sockets need more than 1,024
-/// descriptors.
-fn raise_file_limit() {
-    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
-    unsafe {
-        let mut limit = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 {
-            limit.rlim_cur = limit.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-        }
-    }
 }
 
 /// A keep-alive client that got its answer and then sits idle is closed

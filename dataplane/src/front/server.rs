@@ -1,4 +1,5 @@
-//! The server's lifecycle: binding the listen addresses, serving on them
+//! The server's lifecycle: raising the open file limit, binding the listen
+//! addresses, serving on them
 //! until shutdown, then draining (readiness goes false, no new stream
 //! clients, current ones are served for up to `draintime` seconds or until
 //! they have all gone) and closing every stream.
@@ -15,6 +16,18 @@ use crate::config::ListenAddress;
 use crate::front::serve::{self, Listener};
 use crate::front::tls::TlsListener;
 use crate::proxy::Proxy;
+
+/// Every client is a socket: lifts the soft limit of open files (often
+/// 1,024) to the hard one, as Go's runtime does for the original. Returns
+/// the limit before and after, if it was raised.
+pub fn raise_file_limit() -> Option<(u64, u64)> {
+    let (soft, hard) = rlimit::Resource::NOFILE.get().ok()?;
+    if soft >= hard {
+        return None;
+    }
+    let raised = rlimit::increase_nofile_limit(hard).ok()?;
+    Some((soft, raised))
+}
 
 /// Binds a listen address. An empty host listens on every interface, IPv6
 /// and IPv4 where the system allows.
