@@ -10,7 +10,11 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 pub const PACKET: usize = 188;
@@ -250,18 +254,16 @@ pub fn gaps(received: &[Received]) -> u64 {
         .sum()
 }
 
-/// A streaming HTTP client on a raw socket, so tests see exactly what a
-/// player would (status, headers, then the de-chunked body).
+/// A streaming HTTP/1.1 client (hyper's), one connection per request, so
+/// tests see what a player would: status, headers, then the body as it
+/// arrives. Tests where the bytes on the wire are the point use raw sockets
+/// instead.
 pub struct Client {
-    socket: TcpStream,
     pub status: u16,
+    /// Header names in lower case, values as sent.
     pub headers: Vec<(String, String)>,
-    buffered: Vec<u8>,
-    chunked: bool,
-    /// Bytes left in the current chunk.
-    chunk_left: usize,
-    /// The current chunk is done; its CRLF is next.
-    expect_crlf: bool,
+    body: Incoming,
+    connection: tokio::task::JoinHandle<()>,
 }
 
 impl Client {
@@ -285,58 +287,44 @@ impl Client {
     }
 
     pub async fn send_on(
-        mut socket: TcpStream,
+        socket: TcpStream,
         method: &str,
         url: &str,
         headers: &[(&str, &str)],
     ) -> Client {
         let (host, path) = split_url(url);
-        let mut request =
-            format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: test\r\n");
+        let mut request = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", host)
+            .header("user-agent", "test");
         for (name, value) in headers {
-            request.push_str(&format!("{name}: {value}\r\n"));
+            request = request.header(*name, *value);
         }
-        request.push_str("\r\n");
-        socket.write_all(request.as_bytes()).await.unwrap();
-        let mut buffered = Vec::new();
-        let head_end = loop {
-            if let Some(end) = find(&buffered, b"\r\n\r\n") {
-                break end;
-            }
-            let mut chunk = [0u8; 4096];
-            let n = tokio::time::timeout(Duration::from_secs(10), socket.read(&mut chunk))
-                .await
-                .expect("no response head in time")
-                .unwrap();
-            assert!(n > 0, "connection closed before the response head");
-            buffered.extend_from_slice(&chunk[..n]);
-        };
-        let head = String::from_utf8_lossy(&buffered[..head_end]).to_string();
-        buffered.drain(..head_end + 4);
-        let mut lines = head.lines();
-        let status = lines
-            .next()
-            .unwrap()
-            .split(' ')
-            .nth(1)
-            .unwrap()
-            .parse()
-            .unwrap();
-        let headers: Vec<(String, String)> = lines
-            .filter_map(|line| line.split_once(':'))
-            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-            .collect();
-        let chunked = headers
+        let request = request.body(Empty::<Bytes>::new()).unwrap();
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(socket))
+            .await
+            .expect("HTTP handshake");
+        let connection = tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        let response = tokio::time::timeout(Duration::from_secs(10), sender.send_request(request))
+            .await
+            .expect("no response head in time")
+            .expect("connection closed before the response head");
+        let headers = response
+            .headers()
             .iter()
-            .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"));
+            .map(|(name, value)| {
+                let value = String::from_utf8_lossy(value.as_bytes()).to_string();
+                (name.as_str().to_string(), value)
+            })
+            .collect();
         Client {
-            socket,
-            status,
+            status: response.status().as_u16(),
             headers,
-            buffered,
-            chunked,
-            chunk_left: 0,
-            expect_crlf: false,
+            body: response.into_body(),
+            connection,
         }
     }
 
@@ -347,82 +335,27 @@ impl Client {
             .map(|(_, v)| v.as_str())
     }
 
-    /// Reads more raw bytes from the socket into the buffer; false at EOF.
-    async fn fill(&mut self) -> bool {
-        let mut chunk = vec![0u8; 64 * 1024];
-        let n = self.socket.read(&mut chunk).await.unwrap_or(0);
-        self.buffered.extend_from_slice(&chunk[..n]);
-        n > 0
-    }
-
-    /// The next piece of body; `None` at the end of the body.
+    /// The next piece of body; `None` at the end of the body (or of the
+    /// connection).
     pub async fn next_body(&mut self) -> Option<Vec<u8>> {
-        if !self.chunked {
-            if self.buffered.is_empty() && !self.fill().await {
-                return None;
-            }
-            return Some(std::mem::take(&mut self.buffered));
-        }
         loop {
-            if self.chunk_left > 0 {
-                if self.buffered.is_empty() && !self.fill().await {
-                    return None;
-                }
-                let n = self.chunk_left.min(self.buffered.len());
-                self.chunk_left -= n;
-                self.expect_crlf = self.chunk_left == 0;
-                return Some(self.buffered.drain(..n).collect());
+            match self.body.frame().await? {
+                Ok(frame) => match frame.into_data() {
+                    Ok(data) if data.is_empty() => continue,
+                    Ok(data) => return Some(data.to_vec()),
+                    Err(_trailers) => continue,
+                },
+                Err(_) => return None,
             }
-            if self.expect_crlf {
-                while self.buffered.len() < 2 {
-                    if !self.fill().await {
-                        return None;
-                    }
-                }
-                assert_eq!(&self.buffered[..2], b"\r\n", "chunk not followed by CRLF");
-                self.buffered.drain(..2);
-                self.expect_crlf = false;
-            }
-            let line_end = loop {
-                if let Some(end) = find(&self.buffered, b"\r\n") {
-                    break end;
-                }
-                if !self.fill().await {
-                    return None;
-                }
-            };
-            let size_line = String::from_utf8_lossy(&self.buffered[..line_end]).to_string();
-            self.buffered.drain(..line_end + 2);
-            let size = usize::from_str_radix(size_line.split(';').next().unwrap().trim(), 16)
-                .expect("bad chunk size");
-            if size == 0 {
-                return None;
-            }
-            self.chunk_left = size;
         }
     }
 
-    /// The whole body of a response that has one (Content-Length or chunked).
+    /// The whole body (empty if there is none).
     pub async fn text(&mut self) -> String {
-        let body = match self
-            .header("content-length")
-            .map(|n| n.parse::<usize>().unwrap())
-        {
-            Some(length) => {
-                while self.buffered.len() < length {
-                    assert!(self.fill().await, "connection closed inside the body");
-                }
-                self.buffered.drain(..length).collect()
-            }
-            None if self.chunked => {
-                let mut body = Vec::new();
-                while let Some(data) = self.next_body().await {
-                    body.extend_from_slice(&data);
-                }
-                body
-            }
-            None => Vec::new(),
-        };
+        let mut body = Vec::new();
+        while let Some(data) = self.next_body().await {
+            body.extend_from_slice(&data);
+        }
         String::from_utf8(body).expect("a text body")
     }
 
@@ -467,6 +400,13 @@ impl Client {
     }
 }
 
+impl Drop for Client {
+    /// Closes the connection, as a player that goes away does.
+    fn drop(&mut self) {
+        self.connection.abort();
+    }
+}
+
 pub async fn connect(url: &str) -> TcpStream {
     let (host, _) = split_url(url);
     TcpStream::connect(host)
@@ -478,10 +418,6 @@ fn split_url(url: &str) -> (String, String) {
     let rest = url.strip_prefix("http://").expect("http URL");
     let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
     (host.to_string(), format!("/{path}"))
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
 }
 
 /// Whether a program is on the PATH.
