@@ -116,9 +116,11 @@ fn main() -> ExitCode {
         // started: their default action ends the process, and the tasks
         // that listen for them start a moment later. (tokio keeps a
         // signal's handler installed once it has been asked for.)
-        for kind in [SignalKind::hangup(), SignalKind::user_defined1()] {
-            let _ = tokio::signal::unix::signal(kind);
-        }
+        // The SIGHUP stream is the reload's: one that arrives before the
+        // reload task runs is kept for it.
+        let hangup =
+            tokio::signal::unix::signal(SignalKind::hangup()).expect("cannot listen for SIGHUP");
+        let _ = tokio::signal::unix::signal(SignalKind::user_defined1());
         let listener = match &config.listen_address {
             None => None,
             Some(address) => match bind(address).await {
@@ -165,7 +167,7 @@ fn main() -> ExitCode {
 
         let config_path = std::path::absolute(&cli.config).unwrap_or(cli.config.clone());
         let proxy = Proxy::start(config, Some(config_path));
-        let reload = tokio::spawn(restreamer::proxy::reload::watch(proxy.clone()));
+        let reload = tokio::spawn(restreamer::proxy::reload::watch(proxy.clone(), hangup));
         let reopen = access_log.map(|log| tokio::spawn(logging::reopen_on_sigusr1(log)));
         let tls_watch = certificates.map(|c| tokio::spawn(tls::watch(c)));
         server::run(&proxy, listener, admin, tls, shutdown_signal()).await;

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use notify::{RecursiveMode, Watcher};
+use tokio::signal::unix::Signal;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
@@ -21,23 +22,36 @@ use crate::proxy::Proxy;
 const DEBOUNCE: Duration = Duration::from_millis(200);
 
 /// Reloads `proxy` whenever its config file (or its `userfile`) changes or
-/// SIGHUP arrives, until the task is dropped.
-pub async fn watch(proxy: Arc<Proxy>) {
-    let Some(path) = proxy.config_path().cloned() else {
-        return;
-    };
-    let (tx, mut rx) = mpsc::channel::<()>(16);
+/// a signal arrives on `hangup` (SIGHUP, taken by the caller before the
+/// proxy serves, so that an early one is not lost), until the returned
+/// future is dropped. The file watch is in place when this returns.
+pub fn watch(proxy: Arc<Proxy>, hangup: Signal) -> impl std::future::Future<Output = ()> {
+    let path = proxy.config_path().cloned();
+    let (tx, rx) = mpsc::channel::<()>(16);
+    let watcher = path.as_ref().map(|path| watch_files(&proxy, path, tx));
+    async move {
+        if path.is_none() {
+            return; // No file to reload from.
+        }
+        // Kept alive for as long as this runs.
+        let _watcher = watcher;
+        reload_on_events(proxy, rx, hangup).await
+    }
+}
 
-    let file_events = tx.clone();
+fn watch_files(
+    proxy: &Proxy,
+    path: &Path,
+    file_events: mpsc::Sender<()>,
+) -> Option<notify::RecommendedWatcher> {
     let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         if event.is_ok() {
             let _ = file_events.try_send(());
         }
     });
-    // Kept alive for as long as this task runs.
-    let _watcher = match watcher {
+    match watcher {
         Ok(mut watcher) => {
-            for directory in watched_directories(&proxy, &path) {
+            for directory in watched_directories(proxy, path) {
                 if let Err(error) = watcher.watch(&directory, RecursiveMode::NonRecursive) {
                     warn!(event = "error", path = %directory.display(), error = %error, "cannot watch for config changes");
                 }
@@ -48,12 +62,12 @@ pub async fn watch(proxy: Arc<Proxy>) {
             warn!(event = "error", error = %error, "cannot watch the config file: reload with SIGHUP");
             None
         }
-    };
+    }
+}
 
-    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        .expect("cannot listen for SIGHUP");
-    // A change made between the start and the watch above went unseen:
-    // look once (an unchanged file is a no-op).
+async fn reload_on_events(proxy: Arc<Proxy>, mut rx: mpsc::Receiver<()>, mut hangup: Signal) {
+    // A change made between loading the config and setting up the watch
+    // went unseen: look once (an unchanged file is a no-op).
     proxy.reload();
     loop {
         tokio::select! {
