@@ -19,9 +19,12 @@
 //!   routing requests, stream clients, the built-in APIs, static resources.
 //!
 //! Each folder may use only those below it: `front` → `proxy` → `stream`,
-//! and `config` under all of them (`tests/layout.rs` checks it).
+//! and `config` under all of them (`tests/layout.rs` checks it). Beside
+//! them, [`http_client`] holds the shared outgoing HTTP clients, which all
+//! may use.
 
 pub mod config;
 pub mod front;
+pub mod http_client;
 pub mod proxy;
 pub mod stream;

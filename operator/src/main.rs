@@ -133,14 +133,8 @@ fn main() -> anyhow::Result<()> {
             identity,
             keda,
         } => {
-            tracing_subscriber::fmt()
-                .json()
-                .flatten_event(true)
-                .with_env_filter(
-                    tracing_subscriber::EnvFilter::try_from_default_env()
-                        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-                )
-                .init();
+            // Held until the end: dropping it flushes the queued lines.
+            let _log_writer = restreamer::proxy::logging::init(None);
             let runtime = tokio::runtime::Runtime::new()?;
             runtime.block_on(async {
                 let client = kube::Client::try_default().await?;

@@ -11,6 +11,8 @@
 //! rather than waited for; the drops are counted
 //! (`restreamer_log_lines_dropped_total`) and, once lines flow again, one
 //! `log-lines-dropped` line says how many were lost.
+//!
+//! The operator logs the same way, with [`init`].
 
 use std::fs::{File, OpenOptions};
 use std::io;

@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use tracing::{info, warn};
 
 use crate::config::{NotificationEvent, ValidConfig, ValidNotification};
+use crate::http_client::http_client;
 use crate::proxy::limit::LimitEvent;
 
 const MAX_IN_FLIGHT: usize = 16;
@@ -27,11 +28,7 @@ pub async fn run(
     config: watch::Receiver<Arc<ValidConfig>>,
     mut limit_events: mpsc::Receiver<LimitEvent>,
 ) {
-    let client = reqwest::Client::builder()
-        .timeout(REQUEST_TIMEOUT)
-        .user_agent(concat!("restreamer/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .expect("the HTTP client builds");
+    let client = http_client(None).expect("the HTTP client builds");
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let heartbeat_period = |config: &watch::Receiver<Arc<ValidConfig>>| {
         Some(config.borrow().heartbeatinterval)
@@ -88,7 +85,9 @@ fn build_request(
     client: &reqwest::Client,
     notification: &ValidNotification,
 ) -> reqwest::RequestBuilder {
-    let request = client.get(notification.url.clone());
+    let request = client
+        .get(notification.url.clone())
+        .timeout(REQUEST_TIMEOUT);
     match &notification.authorization {
         Some(credential) => request.header(http::header::AUTHORIZATION, credential),
         None => request,

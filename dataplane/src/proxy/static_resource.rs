@@ -13,6 +13,7 @@ use http::{header, HeaderValue};
 use tokio::sync::Mutex;
 
 use crate::config::{short_digest, StaticSource};
+use crate::http_client::http_client;
 
 #[derive(Debug)]
 pub struct StaticResource {
@@ -78,10 +79,9 @@ impl StaticResource {
                         return Ok(document.clone());
                     }
                 }
-                let response = reqwest::Client::builder()
-                    .timeout(Duration::from_secs(30))
-                    .build()?
+                let response = http_client(None)?
                     .get(url.clone())
+                    .timeout(Duration::from_secs(30))
                     .send()
                     .await
                     .map_err(|e| e.without_url())?;

@@ -20,6 +20,7 @@ use tokio::process::{Child, Command};
 use tracing::warn;
 
 use super::{SourceError, SourceSettings, Upstream, UpstreamKind};
+use crate::http_client::http_client;
 use crate::stream::align::SYNC_BYTE;
 
 type ByteStream = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
@@ -94,10 +95,7 @@ impl Connection {
                 Connection::Udp(open_udp(host, *port, settings).await?)
             }
             UpstreamKind::Http(url) => {
-                let client = reqwest::Client::builder()
-                    .user_agent(concat!("restreamer/", env!("CARGO_PKG_VERSION")))
-                    .connect_timeout(settings.connect_limit())
-                    .build()
+                let client = http_client(Some(settings.connect_limit()))
                     .map_err(|e| SourceError::Http(error_chain(e)))?;
                 // A server that accepts and never answers (or stalls in the
                 // TLS handshake) must not hold the stream.
