@@ -5,6 +5,7 @@
 //! `bench/run.sh` builds and runs it; see BENCHMARKS.md for the figures.
 
 mod baseline;
+mod keyframe;
 mod load;
 mod process;
 mod run;
@@ -120,6 +121,23 @@ enum Commands {
         #[arg(long, default_value = "target/release/restreamer")]
         restreamer: PathBuf,
     },
+    /// Time from connect to the first keyframe byte, instantstart on and
+    /// off, for H.264 GOPs of 1, 2 and 5 s (ffmpeg encodes the streams).
+    Keyframe {
+        /// GOP lengths, seconds.
+        #[arg(long, value_delimiter = ',', default_value = "1,2,5")]
+        gops: Vec<u32>,
+        /// Viewers per channel.
+        #[arg(long, default_value_t = 40)]
+        viewers: usize,
+        /// Seconds over which the viewers join.
+        #[arg(long, default_value_t = 12.0)]
+        window: f64,
+        #[arg(long, default_value_t = 2_000_000)]
+        bitrate: u64,
+        #[arg(long, default_value = "target/release/restreamer")]
+        restreamer: PathBuf,
+    },
     /// The minimal baseline server (started by `run`).
     Baseline {
         #[arg(long)]
@@ -169,6 +187,23 @@ fn main() -> anyhow::Result<()> {
                 bitrate,
             };
             let (report, problems) = runtime()?.block_on(storm::run(&storm))?;
+            verdict(&report, &problems)
+        }
+        Commands::Keyframe {
+            gops,
+            viewers,
+            window,
+            bitrate,
+            restreamer,
+        } => {
+            let bench = keyframe::Keyframe {
+                restreamer,
+                gops,
+                viewers,
+                window,
+                bitrate,
+            };
+            let (report, problems) = runtime()?.block_on(keyframe::run(&bench))?;
             verdict(&report, &problems)
         }
         Commands::Baseline {
