@@ -40,14 +40,40 @@ fn encode(dir: &Path, gop: u32, bitrate: u64) -> anyhow::Result<PathBuf> {
     let keyint = format!("keyint={0}:min-keyint={0}:scenecut=0", 25 * gop);
     let rate = format!("{}k", bitrate / 1000);
     let status = Command::new("ffmpeg")
-        .args(["-v", "error", "-y", "-f", "lavfi", "-i", "testsrc=size=640x360:rate=25"])
-        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-t", &seconds])
-        .args(["-c:v", "libx264", "-preset", "ultrafast", "-x264-params", &keyint])
+        .args([
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=640x360:rate=25",
+        ])
+        .args([
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:sample_rate=48000",
+            "-t",
+            &seconds,
+        ])
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-x264-params",
+            &keyint,
+        ])
         .args(["-b:v", &rate, "-maxrate", &rate, "-bufsize", &rate])
         .args(["-c:a", "aac", "-b:a", "96k", "-f", "mpegts"])
         .arg(&path)
         .status()?;
-    anyhow::ensure!(status.success(), "ffmpeg could not encode {}", path.display());
+    anyhow::ensure!(
+        status.success(),
+        "ffmpeg could not encode {}",
+        path.display()
+    );
     Ok(path)
 }
 

@@ -532,6 +532,7 @@ enum Next {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures_util::FutureExt;
     use std::time::Duration;
 
     /// `count` packets numbered from `first`: the number is in byte 1.
@@ -646,5 +647,132 @@ mod tests {
         drop(a);
         drop(b);
         assert_eq!(hub.subscribers(), 0);
+    }
+
+    mod instant_start {
+        use super::*;
+        use crate::stream::inspect::tests::{Stream, AUDIO, IDR, P_FRAME, VIDEO};
+        use crate::stream::instant::InstantStart;
+
+        fn pids(data: &Bytes) -> Vec<u16> {
+            data.chunks(PACKET_SIZE)
+                .map(|p| u16::from(p[1] & 0x1F) << 8 | u16::from(p[2]))
+                .collect()
+        }
+
+        fn hub(queue_packets: usize, limit_bytes: u64) -> Arc<Hub> {
+            let hub = Hub::new(queue_packets);
+            hub.set_instant_start(InstantStart {
+                enabled: true,
+                limit_bytes,
+                stream: "/test".into(),
+            });
+            hub
+        }
+
+        /// PAT, PMT, audio, a P frame, an audio start, the keyframe (6), the
+        /// audio unit's continuation (7), a P frame, a whole audio unit.
+        fn stream() -> Stream {
+            let mut stream = Stream::default();
+            stream.pat();
+            stream.pmt(&[(0x1B, VIDEO), (0x0F, AUDIO)]);
+            stream.pes(AUDIO, &[0xAA; 300], false);
+            stream.pes(VIDEO, P_FRAME, false);
+            stream.pes(AUDIO, &[0xAA; 300], false);
+            let continuation = stream.packets.pop().unwrap();
+            stream.pes(VIDEO, IDR, false);
+            stream.packets.push(continuation);
+            stream.pes(VIDEO, P_FRAME, false);
+            stream.pes(AUDIO, &[0xAA; 300], false);
+            stream
+        }
+
+        #[tokio::test]
+        async fn a_new_subscriber_gets_the_tables_then_the_keyframe_without_partial_units() {
+            let stream = stream();
+            let hub = hub(100, 1 << 20);
+            hub.publish(stream.bytes().into());
+            let mut subscriber = hub.subscribe();
+            let tables = subscriber.next().await.unwrap();
+            assert_eq!(&tables[..], &stream.bytes()[..2 * PACKET_SIZE]);
+            let first = subscriber.next().await.unwrap();
+            assert_eq!(
+                &first[..],
+                &stream.packets[6][..],
+                "the keyframe, alone: 7 is skipped"
+            );
+            assert_eq!(
+                pids(&subscriber.next().await.unwrap()),
+                [VIDEO, AUDIO, AUDIO]
+            );
+            assert_eq!(subscriber.dropped_packets(), 0);
+            assert!(hub.instant_start_bytes() > 0);
+        }
+
+        #[tokio::test]
+        async fn catching_up_from_the_keyframe_is_not_falling_behind() {
+            let hub = hub(2, 1 << 20);
+            hub.publish(stream().bytes().into());
+            let mut subscriber = hub.subscribe();
+            let mut received = Vec::new();
+            while let Some(Some(data)) = subscriber.next().now_or_never() {
+                received.extend(pids(&data));
+            }
+            assert_eq!(received, [0, 0x1000, VIDEO, VIDEO, AUDIO, AUDIO]);
+            assert_eq!(subscriber.dropped_packets(), 0);
+        }
+
+        #[tokio::test]
+        async fn a_subscriber_that_falls_behind_resumes_on_the_next_keyframe_with_the_tables() {
+            let hub = hub(2, 1 << 20);
+            let mut stream = stream();
+            hub.publish(stream.bytes().into());
+            let mut subscriber = hub.subscribe();
+            while subscriber
+                .next()
+                .now_or_never()
+                .is_some_and(|d| d.is_some())
+            {}
+            // It stops reading; ten P frames, then new tables and a keyframe.
+            stream.packets.clear();
+            for _ in 0..10 {
+                stream.pes(VIDEO, P_FRAME, false);
+            }
+            stream.pat();
+            stream.pmt(&[(0x1B, VIDEO), (0x0F, AUDIO)]);
+            stream.pes(VIDEO, IDR, false);
+            stream.pes(VIDEO, P_FRAME, false);
+            for packet in &stream.packets {
+                hub.publish(Bytes::copy_from_slice(packet));
+            }
+            let tables = subscriber.next().await.unwrap();
+            assert_eq!(
+                &tables[..],
+                &stream.bytes()[10 * PACKET_SIZE..12 * PACKET_SIZE]
+            );
+            assert_eq!(
+                &subscriber.next().await.unwrap()[..],
+                &stream.packets[12][..]
+            );
+            assert_eq!(
+                subscriber.dropped_packets(),
+                12,
+                "the P frames and the tables in the stream"
+            );
+        }
+
+        #[tokio::test]
+        async fn past_the_limit_new_subscribers_start_live() {
+            let hub = hub(100, 3 * PACKET_SIZE as u64);
+            let mut stream = stream();
+            for _ in 0..5 {
+                stream.pes(VIDEO, P_FRAME, false);
+            }
+            hub.publish(stream.bytes().into());
+            assert_eq!(hub.instant_start_bytes(), 0);
+            let mut subscriber = hub.subscribe();
+            hub.publish(packets(7, 1));
+            assert_eq!(numbers(&subscriber.next().await.unwrap()), [7]);
+        }
     }
 }

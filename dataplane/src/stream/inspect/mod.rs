@@ -521,4 +521,4 @@ impl Inspector {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

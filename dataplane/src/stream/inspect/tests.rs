@@ -4,14 +4,14 @@
 use super::psi::tests::{packetize, section};
 use super::*;
 
-const VIDEO: u16 = 0x100;
-const AUDIO: u16 = 0x101;
+pub(crate) const VIDEO: u16 = 0x100;
+pub(crate) const AUDIO: u16 = 0x101;
 const PMT: u16 = 0x1000;
 
 /// A stream under construction, with continuity counters per PID.
 #[derive(Default)]
-struct Stream {
-    packets: Vec<[u8; PACKET_SIZE]>,
+pub(crate) struct Stream {
+    pub(crate) packets: Vec<[u8; PACKET_SIZE]>,
     cc: std::collections::HashMap<u16, u8>,
 }
 
@@ -30,11 +30,11 @@ impl Stream {
         }
     }
 
-    fn pat(&mut self) {
+    pub(crate) fn pat(&mut self) {
         self.table(PAT_PID, &section(0x00, 1, &[0x00, 0x01, 0xF0, 0x00]));
     }
 
-    fn pmt(&mut self, streams: &[(u8, u16)]) {
+    pub(crate) fn pmt(&mut self, streams: &[(u8, u16)]) {
         let mut body = vec![0xE1, 0x00, 0xF0, 0x00];
         for &(stream_type, pid) in streams {
             body.extend_from_slice(&[stream_type, 0xE0 | (pid >> 8) as u8, pid as u8, 0xF0, 0]);
@@ -44,7 +44,7 @@ impl Stream {
 
     /// A PES packet of `es` bytes on `pid`, the first packet with the
     /// random access indicator if asked.
-    fn pes(&mut self, pid: u16, es: &[u8], random_access: bool) {
+    pub(crate) fn pes(&mut self, pid: u16, es: &[u8], random_access: bool) {
         let mut data = vec![
             0,
             0,
@@ -98,15 +98,15 @@ impl Stream {
         }
     }
 
-    fn bytes(&self) -> Vec<u8> {
+    pub(crate) fn bytes(&self) -> Vec<u8> {
         self.packets.iter().flatten().copied().collect()
     }
 }
 
-const IDR: &[u8] = &[
+pub(crate) const IDR: &[u8] = &[
     0, 0, 0, 1, 0x09, 0x10, 0, 0, 1, 0x67, 0x64, 0, 0, 1, 0x68, 0xEE, 0, 0, 1, 0x65, 0x88,
 ];
-const P_FRAME: &[u8] = &[0, 0, 0, 1, 0x09, 0x30, 0, 0, 1, 0x41, 0b1001_1000, 0, 0];
+pub(crate) const P_FRAME: &[u8] = &[0, 0, 0, 1, 0x09, 0x30, 0, 0, 1, 0x41, 0b1001_1000, 0, 0];
 
 fn inspect_all(inspector: &mut Inspector, data: &[u8]) -> Vec<Mark> {
     inspector.inspect(data, |_, _| {}).collect()
