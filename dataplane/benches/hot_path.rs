@@ -1,14 +1,17 @@
 //! Micro-benchmarks of the hot path: packet alignment throughput, stream
-//! inspection throughput, and the hub's cost to publish a batch and hand it
+//! inspection throughput, the stream health checks alone, and the hub's cost to publish a batch and hand it
 //! to 1, 100 and 10,000 clients.
 //!
 //! `cargo bench -p restreamer --bench hot_path`
+
+use std::time::Instant;
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use futures_util::FutureExt;
 use restreamer::stream::align::{Aligner, PACKET_SIZE};
 use restreamer::stream::hub::Hub;
+use restreamer::stream::inspect::health::Health;
 use restreamer::stream::inspect::Inspector;
 
 /// `count` valid packets.
@@ -71,6 +74,37 @@ fn inspection(c: &mut Criterion) {
     group.finish();
 }
 
+/// The stream health checks alone (continuity, PCR, null packets, tables
+/// and elementary streams), on the facts the inspector read once from the
+/// example channel, in batches of 100 packets as the hub gives them.
+fn health(c: &mut Criterion) {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/sample.ts");
+    let input = std::fs::read(path).expect("examples/sample.ts");
+    let input = &input[..input.len() / PACKET_SIZE * PACKET_SIZE];
+    let mut inspector = Inspector::new();
+    let mut facts = Vec::new();
+    for _ in inspector.inspect(input, |_, f| facts.push(*f)) {}
+    let programs = inspector.programs().to_vec();
+    let pmt_positions = inspector.pmt_positions().to_vec();
+    let pat_position = inspector.pat_position();
+    let mut group = c.benchmark_group("health");
+    group.throughput(Throughput::Bytes(input.len() as u64));
+    group.bench_function("sample_ts", |b| {
+        let mut health = Health::new();
+        health.connected(Instant::now());
+        b.iter(|| {
+            for batch in facts.chunks(100) {
+                for f in batch {
+                    health.packet(f);
+                }
+                health.after_run(pat_position, &programs, &pmt_positions, Instant::now());
+            }
+            std::hint::black_box(health.check(Instant::now()));
+        });
+    });
+    group.finish();
+}
+
 fn fan_out(c: &mut Criterion) {
     // One batch: 10 ms of an 8 Mbit/s stream.
     let batch = Bytes::from(packets(53));
@@ -100,5 +134,5 @@ fn fan_out(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, alignment, inspection, fan_out);
+criterion_group!(benches, alignment, inspection, health, fan_out);
 criterion_main!(benches);
