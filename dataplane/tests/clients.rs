@@ -132,6 +132,16 @@ async fn forwarded_headers_are_ignored_from_untrusted_peers_and_used_from_truste
         200
     );
     assert_eq!(refusals(&proxy, "maxperclient").await, 4);
+    // The log names the client behind the proxy.
+    let refused: Vec<_> = proxy.events("client-refused");
+    assert!(
+        refused.iter().any(|e| e["address"] == "198.51.100.1"),
+        "{refused:?}"
+    );
+    assert!(
+        refused.iter().any(|e| e["address"] == "127.0.0.1"),
+        "{refused:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -372,6 +372,7 @@ async fn https_alone_serves_without_a_plain_listener() {
         &path,
         json!({
             "listen": "",
+            "contenttimeout": 0,
             "tlslisten": "127.0.0.1:0",
             "tlscert": "cert.pem",
             "tlskey": "key.pem",

@@ -242,7 +242,7 @@ fn serve_stream(
         return response;
     }
     let refuse = |reason: &str| {
-        info!(target: "access", event = "client-refused", client = %peer, stream = %stream.path, reason);
+        info!(target: "access", event = "client-refused", client = %peer, address = %client, stream = %stream.path, reason);
         stream_response(StatusCode::NOT_FOUND, empty())
     };
     if proxy.is_draining() {
