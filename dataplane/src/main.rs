@@ -7,11 +7,12 @@ use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::{Parser, Subcommand};
-use restreamer::config::{token, AuthType, Config};
+use restreamer::config::{token, AuthType, Config, ListenAddress};
 use restreamer::front::server::{self, bind};
 use restreamer::front::tls::{self, CertificateFiles, Certificates, TlsListener};
 use restreamer::proxy::logging::{self, AccessLog};
 use restreamer::proxy::Proxy;
+use tokio::net::TcpListener;
 use tokio::signal::unix::SignalKind;
 use tracing::{error, info};
 
@@ -121,39 +122,26 @@ fn main() -> ExitCode {
         let hangup =
             tokio::signal::unix::signal(SignalKind::hangup()).expect("cannot listen for SIGHUP");
         let _ = tokio::signal::unix::signal(SignalKind::user_defined1());
-        let listener = match &config.listen_address {
-            None => None,
-            Some(address) => match bind(address).await {
-                Ok(listener) => Some(listener),
-                Err(e) => {
-                    error!(event = "error", error = %format!("{e:#}"), "cannot start");
-                    return ExitCode::FAILURE;
-                }
-            },
+        let bound = async {
+            let listener = bind_if(config.listen_address.as_ref()).await?;
+            let tls_address = certificates.as_ref().and(config.tls_address.as_ref());
+            let tls_listener = bind_if(tls_address).await?;
+            let admin = bind_if(config.admin_address.as_ref()).await?;
+            anyhow::Ok((listener, tls_listener, admin))
         };
-        let tls = match (&certificates, &config.tls_address) {
-            (Some(certificates), Some(address)) => match bind(address).await {
-                Ok(listener) => Some(TlsListener {
-                    listener,
-                    acceptor: certificates.acceptor(),
-                }),
-                Err(e) => {
-                    error!(event = "error", error = %format!("{e:#}"), "cannot start");
-                    return ExitCode::FAILURE;
-                }
-            },
-            _ => None,
+        let (listener, tls_listener, admin) = match bound.await {
+            Ok(bound) => bound,
+            Err(e) => {
+                error!(event = "error", error = %format!("{e:#}"), "cannot start");
+                return ExitCode::FAILURE;
+            }
         };
-        let admin = match &config.admin_address {
-            None => None,
-            Some(address) => match bind(address).await {
-                Ok(listener) => Some(listener),
-                Err(e) => {
-                    error!(event = "error", error = %format!("{e:#}"), "cannot start");
-                    return ExitCode::FAILURE;
-                }
-            },
-        };
+        let tls = tls_listener
+            .zip(certificates.as_ref())
+            .map(|(listener, certificates)| TlsListener {
+                listener,
+                acceptor: certificates.acceptor(),
+            });
         for (role, listener) in [
             ("main", listener.as_ref()),
             ("admin", admin.as_ref()),
@@ -181,6 +169,14 @@ fn main() -> ExitCode {
         info!(event = "shutdown", "stopped");
         ExitCode::SUCCESS
     })
+}
+
+/// Binds `address`, if there is one.
+async fn bind_if(address: Option<&ListenAddress>) -> anyhow::Result<Option<TcpListener>> {
+    match address {
+        Some(address) => bind(address).await.map(Some),
+        None => Ok(None),
+    }
 }
 
 /// Completes on SIGINT or SIGTERM.

@@ -31,7 +31,7 @@ use hyper::body::{Frame, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, info, warn};
 
 use crate::config::token;
@@ -55,20 +55,28 @@ pub enum Listener {
     Admin,
 }
 
+/// The next connection, with `TCP_NODELAY` set. Accept errors (out of
+/// file descriptors, typically) are logged and waited out a little
+/// instead of spinning.
+pub async fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
+    loop {
+        match listener.accept().await {
+            Ok((socket, peer)) => {
+                let _ = socket.set_nodelay(true);
+                return (socket, peer);
+            }
+            Err(error) => {
+                warn!(event = "accept-error", error = %error, "cannot accept a connection");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
 /// Accepts connections until the task is aborted.
 pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, role: Listener) {
     loop {
-        let (socket, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(error) => {
-                // Out of file descriptors, typically: back off a little
-                // instead of spinning.
-                warn!(event = "accept-error", error = %error, "cannot accept a connection");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let _ = socket.set_nodelay(true);
+        let (socket, peer) = accept(&listener).await;
         let header_timeout = Duration::from_secs(proxy.current().config.headertimeout);
         let proxy = Arc::clone(&proxy);
         tokio::spawn(async move {

@@ -255,15 +255,7 @@ impl TlsListener {
     /// says, as the plain listener does.
     pub async fn serve(self, proxy: Arc<Proxy>, role: Listener) {
         loop {
-            let (socket, peer) = match self.listener.accept().await {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    warn!(event = "accept-error", error = %error, "cannot accept a connection");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let _ = socket.set_nodelay(true);
+            let (socket, peer) = serve::accept(&self.listener).await;
             let header_timeout = Duration::from_secs(proxy.current().config.headertimeout);
             let acceptor = self.acceptor.clone();
             let proxy = Arc::clone(&proxy);
