@@ -10,8 +10,9 @@
 //!   typed, parsed values (upstream URLs, static sources, API targets,
 //!   listen addresses, credentials);
 //! - [`stream`]: the data path of one stream, top to bottom: `source`
-//!   (connect, failover, pacing) → `align` (188-byte packets) → `hub` (the
-//!   shared ring every client reads from);
+//!   (connect, failover, pacing) → `align` (188-byte packets) → `inspect`
+//!   (tables, random access points, health) → `hub` (the shared ring every
+//!   client reads from, with `instant` start);
 //! - [`proxy`]: the running proxy: the current generation built from a
 //!   config, reload, connection limits, metrics, notifications, static
 //!   documents, logging;

@@ -10,7 +10,7 @@
 //!   remote documents, conditional requests);
 //! - [`routing`] finds a request's route as Go's `ServeMux` does;
 //! - [`connection`] holds the time limits of client connections;
-//! - [`response`] holds the response helpers all of them use.
+//! - [`response`] holds the response helpers all of them use;
 //! - [`client`] tells the client's address (`trustedproxies`);
 //! - [`tls`] serves the same over HTTPS (`tlslisten`) and takes up a
 //!   renewed certificate without a restart.

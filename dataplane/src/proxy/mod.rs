@@ -22,8 +22,9 @@
 //! access log). Serving, and the server's lifecycle, are the front's
 //! ([`crate::front`]).
 //!
-//! This folder may use the streams ([`crate::stream`]) and the config
-//! ([`crate::config`]), never the HTTP front, which sits above it.
+//! This folder may use the streams ([`crate::stream`]), the config
+//! ([`crate::config`]) and the shared HTTP clients ([`crate::http_client`]),
+//! never the HTTP front, which sits above it.
 
 pub mod generation;
 pub mod health_metrics;

@@ -12,8 +12,8 @@
 //!   bounded queue (a cursor), dropping for clients that fall behind.
 //!
 //! Nothing here knows about HTTP; the [`crate::front`] reads from the hub.
-//! This folder may use the config ([`crate::config`]) and nothing else of
-//! the crate.
+//! This folder may use the config ([`crate::config`]) and the shared HTTP
+//! clients ([`crate::http_client`]), nothing else of the crate.
 
 pub mod align;
 pub mod hub;
