@@ -1,5 +1,6 @@
 //! Upstreams that fail in the ways a hostile probe found (issue 19): a
-//! server that accepts and never answers, HTTP failures that must be named.
+//! server that accepts and never answers, HTTP failures that must be named,
+//! silent and garbage upstreams that must not count as live.
 
 mod common;
 
@@ -221,5 +222,109 @@ async fn an_untrusted_certificate_is_named_in_upstream_error() {
     assert!(
         error.contains("invalid peer certificate"),
         "bad certificate: {error}"
+    );
+}
+
+/// A TCP upstream that sends, every 10 ms, what `next` makes.
+async fn tcp_upstream_sending(mut next: impl FnMut() -> Vec<u8> + Send + 'static) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            loop {
+                let data = next();
+                if !data.is_empty() && socket.write_all(&data).await.is_err() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    });
+    format!("tcp://{address}")
+}
+
+/// Random bytes (xorshift, so every run is the same).
+fn random_bytes(state: &mut u64, count: usize) -> Vec<u8> {
+    (0..count)
+        .map(|_| {
+            *state ^= *state << 13;
+            *state ^= *state >> 7;
+            *state ^= *state << 17;
+            (*state >> 24) as u8
+        })
+        .collect()
+}
+
+/// Asks for `/stream` every 200 ms for `duration`; the statuses seen.
+async fn statuses_for(proxy: &Proxy, duration: Duration) -> Vec<u16> {
+    let deadline = tokio::time::Instant::now() + duration;
+    let mut statuses = Vec::new();
+    while tokio::time::Instant::now() < deadline {
+        statuses.push(Client::get(&proxy.url("/stream")).await.status);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    statuses
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_upstream_does_not_make_the_stream_live() {
+    // Accepts, then sends nothing: dropped after readtimeout and
+    // reconnected at once, over and over.
+    let upstream = tcp_upstream_sending(Vec::new).await;
+    let mut config = stream_config(&[upstream]);
+    config["readtimeout"] = json!(1);
+    let proxy = Proxy::start(config);
+    let statuses = statuses_for(&proxy, Duration::from_secs(4)).await;
+    assert!(
+        statuses.iter().all(|&status| status == 404),
+        "a stream whose upstream sends nothing let viewers in: {statuses:?}"
+    );
+    assert!(proxy.events("upstream-loss").len() >= 2);
+    assert!(proxy.events("upstream-connect").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_garbage_upstream_is_not_live_and_is_logged_while_it_lasts() {
+    // 40 KB of random bytes every 10 ms (4 MB/s), never a packet; the
+    // connection stays open.
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    let upstream = tcp_upstream_sending(move || random_bytes(&mut state, 40_000)).await;
+    let proxy = Proxy::start(stream_config(&[upstream]));
+    proxy.wait_for_event("upstream-garbage", 1).await;
+    assert!(
+        proxy.events("upstream-loss").is_empty(),
+        "garbage was logged only when the connection ended"
+    );
+    let statuses = statuses_for(&proxy, Duration::from_secs(3)).await;
+    assert!(
+        statuses.iter().all(|&status| status == 404),
+        "a stream of garbage let viewers in: {statuses:?}"
+    );
+    // Rate-limited: one line when it starts, not one per read.
+    assert!(proxy.events("upstream-garbage").len() <= 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_bytes_between_packets_never_reach_viewers() {
+    // 10 test packets, then 4 KB of random bytes, every 10 ms.
+    let mut state = 0x2545_f491_4f6c_dd1d_u64;
+    let mut source = PacketSource::new(0x100);
+    let upstream = tcp_upstream_sending(move || {
+        let mut data = source.packets(10);
+        data.extend(random_bytes(&mut state, 4096));
+        data
+    })
+    .await;
+    let proxy = Proxy::start(stream_config(&[upstream]));
+    proxy.wait_for_event("upstream-connect", 1).await;
+    let mut viewer = Client::get(&proxy.url("/stream")).await;
+    assert_eq!(viewer.status, 200);
+    let packets = decode(&viewer.read_for(Duration::from_secs(4)).await);
+    assert!(packets.len() > 1000, "only {} packets", packets.len());
+    let false_packets = packets.iter().filter(|p| p.pid != 0x100).count();
+    assert_eq!(
+        false_packets, 0,
+        "random bytes reached the viewer as packets"
     );
 }

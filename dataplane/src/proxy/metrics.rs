@@ -468,6 +468,7 @@ mod tests {
         let limits = ConnectionLimits::new(4, 8, None);
         let _clients: Vec<_> = (0..3).map(|_| limits.try_acquire().unwrap()).collect();
         let hub = Hub::new(10);
+        hub.upstream_opened();
         hub.set_upstream_connected(true);
         hub.publish(bytes::Bytes::from(vec![0x47; 188 * 2]));
         *hub.counters.upstream_url.lock().unwrap() = "tcp://b:2".into();

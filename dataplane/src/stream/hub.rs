@@ -254,18 +254,24 @@ impl Hub {
     /// Called by the source on connecting to an upstream and on losing it.
     /// A new connection starts anywhere in its stream: the inspection
     /// starts over.
+    /// Whether new clients are let in: the source sets it once packets
+    /// arrive on a connection, and clears it when the connection ends.
     pub fn set_upstream_connected(&self, connected: bool) {
-        if connected {
-            let mut inspector = self.inspector.lock().unwrap();
-            inspector.restart();
-            self.ring.lock().unwrap().starts.clear();
-            self.instant_start_bytes.store(0, Ordering::Relaxed);
-            self.health
-                .lock()
-                .unwrap()
-                .connected(std::time::Instant::now());
-        }
         self.upstream_connected.store(connected, Ordering::Relaxed);
+    }
+
+    /// A new upstream connection is open: it starts anywhere in its stream,
+    /// so the inspection, the instant-start points and the content checks
+    /// start again (it is live only once packets arrive).
+    pub fn upstream_opened(&self) {
+        let mut inspector = self.inspector.lock().unwrap();
+        inspector.restart();
+        self.ring.lock().unwrap().starts.clear();
+        self.instant_start_bytes.store(0, Ordering::Relaxed);
+        self.health
+            .lock()
+            .unwrap()
+            .connected(std::time::Instant::now());
     }
 
     /// What decides that the content of this stream's upstream is lost.

@@ -24,7 +24,7 @@ use bytes::Bytes;
 use rand::seq::SliceRandom;
 use tokio::sync::watch;
 use tokio::time::{sleep_until, timeout, timeout_at, Instant};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::stream::align::{Aligner, PACKET_SIZE};
 use crate::stream::hub::Hub;
@@ -154,13 +154,8 @@ pub async fn run(
         };
 
         let upstream = &upstreams[index];
-        *hub.counters.upstream_url.lock().unwrap() = upstream.to_string();
-        // Live first, then logged: whoever reads the log finds it live.
-        hub.set_upstream_connected(true);
-        info!(event = "upstream-connect", stream = %stream, url = %upstream, "upstream connected");
-        hub.counters
-            .upstream_connects
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        debug!(event = "upstream-open", stream = %stream, url = %upstream, "upstream connection open, waiting for packets");
+        hub.upstream_opened();
         let connected_at = Instant::now();
         let error = pump(&stream, &mut connection, upstream, &settings, &hub).await;
         hub.set_upstream_connected(false);
@@ -202,8 +197,14 @@ async fn connect(
     }
 }
 
+/// How often, at most, garbage from one connection is logged while it lasts.
+const GARBAGE_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
 /// Reads one connection until it fails, publishing whole packets in batches.
-/// Always returns the reason it stopped.
+/// The stream goes live (new clients are let in, `upstream-connect` is
+/// logged) when the connection's first packets are published, not when it
+/// opens: an upstream that accepts and sends nothing, or only garbage, is
+/// not live. Always returns the reason it stopped.
 pub async fn pump(
     stream: &str,
     connection: &mut Connection,
@@ -220,7 +221,14 @@ pub async fn pump(
     } else {
         settings.mru.max(64 * 1024)
     };
-    let mut batch = Vec::new();
+    let mut out = Publisher {
+        batch: Vec::new(),
+        live: false,
+        max_packets: settings.max_batch_packets,
+        stream,
+        upstream,
+        hub,
+    };
     // When the oldest unpublished packet must go out at the latest.
     let mut flush_deadline: Option<Instant> = None;
     // When the content is next judged (see `check_content`); one timer,
@@ -229,6 +237,7 @@ pub async fn pump(
     checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut read_since_restart = false;
     let mut last_read = Instant::now();
+    let mut garbage = GarbageLog::default();
 
     let error = loop {
         let read = connection.read(aligner.read_buffer(read_size), read_size);
@@ -245,7 +254,7 @@ pub async fn pump(
         let result = tokio::select! {
             result = read => result,
             _ = sleep_until(flush_deadline.unwrap_or_else(Instant::now)), if flush_deadline.is_some() => {
-                publish(&mut aligner, &mut batch, hub);
+                out.publish(&mut aligner);
                 flush_deadline = None;
                 continue;
             }
@@ -267,7 +276,7 @@ pub async fn pump(
                             pacer.observe(packet);
                         }
                     });
-                    publish(&mut aligner, &mut batch, hub);
+                    out.publish(&mut aligner);
                     flush_deadline = None;
                     hub.discontinuity();
                     read_since_restart = false;
@@ -293,9 +302,10 @@ pub async fn pump(
             }
             None => aligner.scan(|_| {}),
         }
+        garbage.check(&aligner, stream, upstream, false);
 
         if aligner.packets() >= settings.max_batch_packets || settings.flush_interval.is_zero() {
-            publish(&mut aligner, &mut batch, hub);
+            out.publish(&mut aligner);
             flush_deadline = None;
         } else if aligner.packets() > 0 && flush_deadline.is_none() {
             flush_deadline = Some(Instant::now() + settings.flush_interval);
@@ -303,15 +313,8 @@ pub async fn pump(
     };
 
     aligner.finish(|_| {});
-    publish(&mut aligner, &mut batch, hub);
-    if aligner.skipped_bytes() > 0 {
-        warn!(
-            event = "upstream-garbage",
-            url = %upstream,
-            bytes = aligner.skipped_bytes(),
-            "skipped bytes that were not MPEG-TS packets"
-        );
-    }
+    out.publish(&mut aligner);
+    garbage.check(&aligner, stream, upstream, true);
     error
 }
 
@@ -341,9 +344,77 @@ fn check_content(stream: &str, upstream: &Upstream, hub: &Hub) -> Option<SourceE
     Some(SourceError::ContentLost(reason))
 }
 
-fn publish(aligner: &mut Aligner, batch: &mut Vec<Bytes>, hub: &Hub) {
-    aligner.take(batch);
-    for data in batch.drain(..) {
-        hub.publish(data);
+/// Publishes what the aligner verified, in chunks of at most
+/// `max_packets`, and makes the stream live on the first packets.
+struct Publisher<'a> {
+    batch: Vec<Bytes>,
+    live: bool,
+    max_packets: usize,
+    stream: &'a str,
+    upstream: &'a Upstream,
+    hub: &'a Hub,
+}
+
+impl Publisher<'_> {
+    fn publish(&mut self, aligner: &mut Aligner) {
+        aligner.take(&mut self.batch);
+        if self.batch.is_empty() {
+            return;
+        }
+        if !self.live {
+            // Packets have arrived on this connection: the stream is live.
+            self.live = true;
+            *self.hub.counters.upstream_url.lock().unwrap() = self.upstream.to_string();
+            self.hub.set_upstream_connected(true);
+            self.hub
+                .counters
+                .upstream_connects
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            info!(event = "upstream-connect", stream = %self.stream, url = %self.upstream, "upstream connected: packets arriving");
+        }
+        let max_bytes = self.max_packets.max(1) * PACKET_SIZE;
+        for data in self.batch.drain(..) {
+            // A large read must not become one chunk larger than a client's
+            // share of the ring; slicing is free.
+            let mut start = 0;
+            while start < data.len() {
+                let end = (start + max_bytes).min(data.len());
+                self.hub.publish(data.slice(start..end));
+                start = end;
+            }
+        }
+    }
+}
+
+/// Logs garbage when it starts, then at most every
+/// [`GARBAGE_LOG_INTERVAL`] while it goes on, and what is left at the end.
+#[derive(Default)]
+struct GarbageLog {
+    logged_bytes: u64,
+    logged_at: Option<Instant>,
+}
+
+impl GarbageLog {
+    fn check(&mut self, aligner: &Aligner, stream: &str, upstream: &Upstream, end: bool) {
+        let skipped = aligner.skipped_bytes();
+        if skipped == self.logged_bytes {
+            return;
+        }
+        let due = self
+            .logged_at
+            .is_none_or(|at| at.elapsed() >= GARBAGE_LOG_INTERVAL);
+        if !due && !end {
+            return;
+        }
+        warn!(
+            event = "upstream-garbage",
+            stream = %stream,
+            url = %upstream,
+            bytes = skipped - self.logged_bytes,
+            total_bytes = skipped,
+            "skipped bytes that were not MPEG-TS packets in sync"
+        );
+        self.logged_bytes = skipped;
+        self.logged_at = Some(Instant::now());
     }
 }
