@@ -12,6 +12,7 @@ mod run;
 mod soak;
 mod source;
 mod storm;
+mod streams;
 mod ts;
 
 use std::path::PathBuf;
@@ -78,6 +79,10 @@ enum Commands {
         /// The baseline's write interval, ms.
         #[arg(long, default_value_t = 20)]
         baseline_chunk_ms: u64,
+        /// The source sends in bursts of this many bytes (an upstream that
+        /// delivers, say, 1 MB at a time); 0 = every 2 ms.
+        #[arg(long, default_value_t = 0)]
+        burst_bytes: usize,
         /// Where to write the raw results (JSON).
         #[arg(long)]
         json: Option<PathBuf>,
@@ -138,6 +143,31 @@ enum Commands {
         #[arg(long, default_value = "target/release/restreamer")]
         restreamer: PathBuf,
     },
+    /// Many low-rate UDP streams and no viewers: the memory of each binary
+    /// given, side by side, over time.
+    Streams {
+        /// restreamer binaries to measure side by side (e.g. this tree's
+        /// and main's).
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "target/release/restreamer"
+        )]
+        binaries: Vec<PathBuf>,
+        #[arg(long, default_value_t = 300)]
+        streams: usize,
+        /// Bits per second of each stream.
+        #[arg(long, default_value_t = 500_000)]
+        bitrate: u64,
+        #[arg(long, default_value_t = 10.0)]
+        minutes: f64,
+        /// Seconds between samples.
+        #[arg(long, default_value_t = 30.0)]
+        every: f64,
+        /// Fail if the first binary's resident memory exceeds this (MB).
+        #[arg(long)]
+        max_rss_mb: Option<f64>,
+    },
     /// The minimal baseline server (started by `run`).
     Baseline {
         #[arg(long)]
@@ -168,6 +198,25 @@ fn main() -> anyhow::Result<()> {
                 max_life: Duration::from_secs_f64(max_life),
             };
             let (report, problems) = runtime()?.block_on(soak::run(&soak))?;
+            verdict(&report, &problems)
+        }
+        Commands::Streams {
+            binaries,
+            streams,
+            bitrate,
+            minutes,
+            every,
+            max_rss_mb,
+        } => {
+            let settings = streams::Streams {
+                binaries,
+                streams,
+                bitrate,
+                duration: Duration::from_secs_f64(minutes * 60.0),
+                every: Duration::from_secs_f64(every),
+                max_rss_mb,
+            };
+            let (report, problems) = runtime()?.block_on(streams::run(&settings))?;
             verdict(&report, &problems)
         }
         Commands::Storm {
@@ -231,6 +280,7 @@ fn main() -> anyhow::Result<()> {
             curve_clients,
             restreamer,
             baseline_chunk_ms,
+            burst_bytes,
             json,
             smoke,
         } => {
@@ -248,6 +298,7 @@ fn main() -> anyhow::Result<()> {
                 curve_clients,
                 restreamer,
                 baseline_chunk_ms,
+                burst_bytes,
             };
             if smoke {
                 settings.clients = vec![10];
@@ -319,8 +370,14 @@ fn report(settings: &run::Settings, results: &[run::RunResult]) -> String {
         settings.slow_share * 100.0,
         settings.stalled_share * 100.0
     ));
-    out.push_str("| clients | system | kept up | CPU s/GB | × baseline | RSS MB | latency p50 ms | p99 ms |\n");
-    out.push_str("|---:|---|---:|---:|---:|---:|---:|---:|\n");
+    if settings.burst_bytes > 0 {
+        out.push_str(&format!(
+            "The source sends in bursts of {} bytes.\n\n",
+            settings.burst_bytes
+        ));
+    }
+    out.push_str("| clients | system | kept up | continuity errors | CPU s/GB | × baseline | RSS MB | latency p50 ms | p99 ms |\n");
+    out.push_str("|---:|---|---:|---:|---:|---:|---:|---:|---:|\n");
     for r in &sweep {
         let baseline = sweep
             .iter()
@@ -330,11 +387,12 @@ fn report(settings: &run::Settings, results: &[run::RunResult]) -> String {
             format!("{:.2}", r.cpu_seconds_per_gb / b)
         });
         out.push_str(&format!(
-            "| {} | {} | {}/{} | {:.2} | {} | {:.1} | {:.1} | {:.1} |\n",
+            "| {} | {} | {}/{} | {} | {:.2} | {} | {:.1} | {:.1} | {:.1} |\n",
             r.clients,
             r.system,
             r.kept_up,
             r.fast_clients,
+            r.continuity_errors,
             r.cpu_seconds_per_gb,
             ratio,
             r.rss_mb,

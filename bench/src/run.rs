@@ -37,6 +37,8 @@ pub struct Settings {
     pub curve_clients: usize,
     pub restreamer: PathBuf,
     pub baseline_chunk_ms: u64,
+    /// The source sends in bursts of this many bytes; 0 = every 2 ms.
+    pub burst_bytes: usize,
 }
 
 /// The figures of one (system, clients) run.
@@ -68,7 +70,7 @@ impl RunResult {
 
 pub async fn run(settings: &Settings) -> anyhow::Result<Vec<RunResult>> {
     restreamer::front::server::raise_file_limit();
-    let stream = source::generate(settings.bitrate);
+    let stream = source::generate_in_bursts(settings.bitrate, settings.burst_bytes);
     let source_listener = TcpListener::bind("127.0.0.1:0").await?;
     let source_address = source_listener.local_addr()?.to_string();
     tokio::spawn(source::serve_tcp(source_listener, stream.clone()));

@@ -21,6 +21,13 @@ const MARKER_EVERY: Duration = Duration::from_millis(10);
 /// Generates the stream at `bitrate` bits/s into a broadcast channel, one
 /// message per tick.
 pub fn generate(bitrate: u64) -> broadcast::Sender<Bytes> {
+    generate_in_bursts(bitrate, 0)
+}
+
+/// [`generate`], but holding the packets back until `burst` bytes are
+/// ready and sending them at once (an upstream that delivers in bursts);
+/// 0 = every tick.
+pub fn generate_in_bursts(bitrate: u64, burst: usize) -> broadcast::Sender<Bytes> {
     let (tx, _) = broadcast::channel(1024);
     let sender = tx.clone();
     tokio::spawn(async move {
@@ -31,10 +38,10 @@ pub fn generate(bitrate: u64) -> broadcast::Sender<Bytes> {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
         let ticks_per_marker = (MARKER_EVERY.as_micros() / TICK.as_micros()) as u64;
         let mut n = 0u64;
+        let mut out = Vec::new();
         loop {
             tick.tick().await;
             owed += packets_per_second * TICK.as_secs_f64();
-            let mut out = Vec::with_capacity((owed as usize + 1) * PACKET);
             if n % ticks_per_marker == 0 && owed >= 1.0 {
                 generator.marker(&mut out);
                 owed -= 1.0;
@@ -44,8 +51,11 @@ pub fn generate(bitrate: u64) -> broadcast::Sender<Bytes> {
                 owed -= 1.0;
             }
             n += 1;
+            if out.len() < burst {
+                continue;
+            }
             // No receivers yet is fine: the stream is live.
-            let _ = sender.send(Bytes::from(out));
+            let _ = sender.send(Bytes::from(std::mem::take(&mut out)));
         }
     });
     tx

@@ -153,8 +153,15 @@ impl Connection {
         }
     }
 
-    /// Appends the next bytes (at most `limit`) to `buf`; 0 means the
-    /// upstream has ended (a looped file: see [`Connection::restart`]). Cancel-safe: nothing is lost if the future is
+    /// Whether reads are whole datagrams received through a scratch buffer
+    /// (so the caller's buffer needs no room reserved for them).
+    pub fn is_datagram(&self) -> bool {
+        matches!(self, Connection::Udp(_) | Connection::UnixGram(_))
+    }
+
+    /// Appends the next bytes (at most `limit`; a datagram whole) to `buf`;
+    /// 0 means the upstream has ended (a looped file: see
+    /// [`Connection::restart`]). Cancel-safe: nothing is lost if the future is
     /// dropped before it completes.
     pub async fn read(&mut self, buf: &mut BytesMut, limit: usize) -> Result<usize, SourceError> {
         let mut limited = buf.limit(limit);
@@ -176,12 +183,22 @@ impl Connection {
             }
             Connection::Udp(socket) => {
                 let start = buf.len();
-                socket.recv_buf(buf).await?;
+                loop {
+                    socket.readable().await?;
+                    if receive_datagram(buf, |scratch| socket.try_recv(scratch))? {
+                        break;
+                    }
+                }
                 return Ok(strip_rtp_header(buf, start));
             }
             Connection::UnixGram(socket) => {
                 let start = buf.len();
-                socket.recv_buf(buf).await?;
+                loop {
+                    socket.readable().await?;
+                    if receive_datagram(buf, |scratch| socket.try_recv(scratch))? {
+                        break;
+                    }
+                }
                 return Ok(strip_rtp_header(buf, start));
             }
             Connection::UnixPacket(socket) => {
@@ -195,6 +212,31 @@ impl Connection {
         };
         Ok(n)
     }
+}
+
+thread_local! {
+    /// Room for the largest datagram, once per thread rather than once per
+    /// stream: a stream's own buffer then only needs the datagram's size.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; 65536]);
+}
+
+/// Receives one datagram with `receive` into the thread's scratch buffer and
+/// appends it to `buf`; false when none was ready (try again when readable).
+fn receive_datagram(
+    buf: &mut BytesMut,
+    receive: impl FnOnce(&mut [u8]) -> io::Result<usize>,
+) -> io::Result<bool> {
+    SCRATCH.with(|scratch| {
+        let mut scratch = scratch.borrow_mut();
+        match receive(&mut scratch) {
+            Ok(n) => {
+                buf.extend_from_slice(&scratch[..n]);
+                Ok(true)
+            }
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => Ok(false),
+            Err(error) => Err(error),
+        }
+    })
 }
 
 /// What went wrong with an HTTP upstream, cause by cause ("error sending

@@ -218,6 +218,10 @@ pub async fn pump(
     // reads take what there is, and a whole datagram of up to `mru` bytes.
     let read_size = if pacer.is_some() {
         7 * PACKET_SIZE
+    } else if connection.is_datagram() {
+        // Datagrams arrive through a scratch buffer: a stream's own buffer
+        // holds a few of them, not 64 KiB.
+        14 * PACKET_SIZE
     } else {
         settings.mru.max(64 * 1024)
     };
