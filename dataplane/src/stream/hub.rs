@@ -206,6 +206,7 @@ impl Hub {
                     subscriber.mode = Mode::Waiting {
                         counts_loss: false,
                         since: ring.head,
+                        started: std::time::Instant::now(),
                     }
                 }
             }
@@ -349,8 +350,13 @@ enum Mode {
     CatchingUp,
     /// Receives nothing until the next start point at or after its cursor
     /// (the loss is counted when it resumes after falling behind), for at
-    /// most `instantstartlimit` bytes of stream after `since`.
-    Waiting { counts_loss: bool, since: u64 },
+    /// most `instantstartlimit` bytes of stream after `since` and at most
+    /// two keyframe intervals (a stream whose video stopped has none).
+    Waiting {
+        counts_loss: bool,
+        since: u64,
+        started: std::time::Instant,
+    },
 }
 
 impl Subscriber {
@@ -402,7 +408,12 @@ impl Subscriber {
         if ring.closed || ring.epoch != self.epoch {
             return Next::Closed;
         }
-        if let Mode::Waiting { counts_loss, since } = self.mode {
+        if let Mode::Waiting {
+            counts_loss,
+            since,
+            started,
+        } = self.mode
+        {
             match ring.starts.at_or_after(self.next_packet) {
                 Some(start) => {
                     if counts_loss {
@@ -413,7 +424,10 @@ impl Subscriber {
                 // Nothing to start on any more (instant start turned off,
                 // the stream has no keyed stream or is over the limit), or
                 // waited longer than the limit: live, as without.
-                None if !ring.starts.active() || ring.starts.over_limit(since, ring.head) => {
+                None if !ring.starts.active()
+                    || ring.starts.over_limit(since, ring.head)
+                    || started.elapsed() > ring.starts.longest_wait() =>
+                {
                     self.mode = Mode::Live;
                     if counts_loss {
                         let oldest_kept = ring.chunks.front().map_or(ring.head, |c| c.first_packet);
@@ -465,6 +479,7 @@ impl Subscriber {
                 self.mode = Mode::Waiting {
                     counts_loss: true,
                     since: self.next_packet,
+                    started: std::time::Instant::now(),
                 };
                 self.skip = None;
                 drop(ring);

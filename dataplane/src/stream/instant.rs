@@ -192,6 +192,18 @@ impl StartPoints {
         head.saturating_sub(since) * PACKET_SIZE as u64 > self.settings.limit_bytes
     }
 
+    /// How long a viewer waits for the next start point before it is given
+    /// the live stream: two measured keyframe intervals, between 1 and 10 s
+    /// (10 s before one is measured).
+    pub fn longest_wait(&self) -> std::time::Duration {
+        let millis = if self.interval_ms == 0 {
+            10_000
+        } else {
+            (2 * self.interval_ms).clamp(1_000, 10_000)
+        };
+        std::time::Duration::from_millis(millis)
+    }
+
     /// Forgets start points whose packets have left the ring.
     pub fn evict_before(&mut self, oldest_kept: u64) {
         while self
