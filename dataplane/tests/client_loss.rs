@@ -1,5 +1,7 @@
-//! What clients lose, and what it costs (issue 19): many low-rate streams
-//! cost memory for what their rings hold.
+//! What clients lose, and what it costs (issue 19): clients that keep up
+//! must lose nothing when the upstream comes in bursts, the loss of stalled
+//! clients is counted when it happens, stalled clients are cut off, and
+//! many low-rate streams cost memory for what their rings hold.
 
 mod common;
 
@@ -7,6 +9,163 @@ use std::time::Duration;
 
 use common::*;
 use serde_json::json;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+
+/// A TCP upstream that sends `burst` bytes of test packets at once, every
+/// `every`.
+async fn bursty_upstream(burst: usize, every: Duration) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let mut source = PacketSource::new(0x100);
+                let mut tick = tokio::time::interval(every);
+                loop {
+                    tick.tick().await;
+                    if socket
+                        .write_all(&source.packets(burst / PACKET))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    format!("tcp://{address}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_keeps_up_loses_nothing_when_the_upstream_comes_in_bursts() {
+    // 1 MB (5,577 packets) at once, five times a second: 40 Mbit/s on
+    // average, bursts fourteen times the default outputbuffer of 400.
+    let upstream = bursty_upstream(1 << 20, Duration::from_millis(200)).await;
+    let proxy = Proxy::start(stream_config(&[upstream]));
+    proxy.wait_for_event("upstream-connect", 1).await;
+    let mut viewer = Client::get(&proxy.url("/stream")).await;
+    assert_eq!(viewer.status, 200);
+    let received = decode(&viewer.read_for(Duration::from_secs(3)).await);
+    assert!(
+        received.len() > 10_000,
+        "only {} packets in 3 s",
+        received.len()
+    );
+    assert_eq!(
+        gaps(&received),
+        0,
+        "a client reading as fast as it can lost packets to the bursts"
+    );
+}
+
+/// `restreamer_packets_dropped_total` of the stream, from the metrics.
+async fn dropped_total(proxy: &Proxy) -> u64 {
+    let text = Client::get(&proxy.url("/metrics")).await.text().await;
+    text.lines()
+        .filter(|line| line.starts_with("restreamer_packets_dropped_total"))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+/// A client that sends its request and never reads, with a small receive
+/// buffer so that it stalls soon.
+async fn stalled_client(proxy: &Proxy) -> Client {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket
+        .connect(proxy.address.parse().unwrap())
+        .await
+        .unwrap();
+    let client = Client::request_on(stream, "GET", &proxy.url("/stream")).await;
+    assert_eq!(client.status, 200);
+    client
+}
+
+fn config_with_metrics(upstream: &TcpUpstream, stalltimeout: u64) -> serde_json::Value {
+    let mut config = stream_config(&[upstream.url()]);
+    config["stalltimeout"] = json!(stalltimeout);
+    config["resources"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"type": "api", "serve": "/metrics", "api": "prometheus"}));
+    config
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_clients_loss_is_counted_while_it_stays_connected() {
+    // 2,000 packets/s (3 Mbit/s): the stalled client's small socket buffers
+    // fill within a second, then it loses everything while it stays.
+    let upstream = TcpUpstream::start(0x100, 2_000).await;
+    // The default stalltimeout (30 s) leaves the client connected meanwhile.
+    let mut config = config_with_metrics(&upstream, 0);
+    config.as_object_mut().unwrap().remove("stalltimeout");
+    let proxy = Proxy::start(config);
+    proxy.wait_for_event("upstream-connect", 1).await;
+    let _stalled = stalled_client(&proxy).await;
+
+    // At least 5 s of the stream (10,000 packets) must be counted as lost
+    // within 20 s, while the client is still connected.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut dropped = 0;
+    while dropped < 10_000 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        dropped = dropped_total(&proxy).await;
+    }
+    assert!(
+        dropped >= 10_000,
+        "a client stalled for 20 s is counted as having lost only {dropped} packets"
+    );
+    assert!(
+        proxy.events("client-stopped").is_empty(),
+        "the stalled client was disconnected"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_stalled_past_stalltimeout_is_cut_off_and_its_loss_logged() {
+    let upstream = TcpUpstream::start(0x100, 20_000).await;
+    let proxy = Proxy::start(config_with_metrics(&upstream, 2));
+    proxy.wait_for_event("upstream-connect", 1).await;
+    let mut stalled = stalled_client(&proxy).await;
+    let mut reader = Client::get(&proxy.url("/stream")).await;
+
+    // The reader keeps reading while the stalled client is cut off.
+    let reading = tokio::spawn(async move {
+        let packets = reader.read_for(Duration::from_secs(12)).await;
+        (reader, packets)
+    });
+    proxy.wait_for_event("client-stalled", 1).await;
+    let stopped = loop {
+        if let Some(event) = proxy.events("client-stopped").first() {
+            break event.clone();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        stopped["dropped_packets"].as_u64().unwrap() > 0,
+        "the cut-off client's loss is not in its log line: {stopped}"
+    );
+    // Its socket is closed: reading drains what the kernel holds, then ends.
+    assert!(
+        stalled.ends_within(Duration::from_secs(10)).await,
+        "the stalled client's connection stayed open"
+    );
+    let (_reader, packets) = reading.await.unwrap();
+    let read = decode(&packets);
+    assert!(
+        read.len() > 100_000,
+        "the reader got {} packets",
+        read.len()
+    );
+    assert_eq!(
+        proxy.events("client-stopped").len(),
+        1,
+        "a client that reads was cut off"
+    );
+}
 
 /// A memory figure of a process from /proc (`VmRSS`, `VmData`), in MB.
 fn memory_mb(pid: i32, field: &str) -> f64 {

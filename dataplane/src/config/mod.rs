@@ -138,6 +138,10 @@ pub struct Config {
     /// Beyond the original: the most each stream holds for instant start
     /// (the stream since its latest random access point), in MiB.
     pub instantstartlimit: u64,
+    /// Beyond the original: seconds a stream client may have packets
+    /// waiting and read none before it is disconnected (a stalled client
+    /// holds megabytes of kernel send buffer); 0 = never.
+    pub stalltimeout: u64,
 }
 
 impl Default for Config {
@@ -172,6 +176,7 @@ impl Default for Config {
             trustedproxies: Vec::new(),
             instantstart: true,
             instantstartlimit: 16,
+            stalltimeout: 30,
         }
     }
 }
@@ -510,6 +515,34 @@ impl Config {
                     ),
                 });
             }
+        }
+        warnings.extend(self.buffer_warnings());
+        warnings
+    }
+
+    /// Buffer settings that cannot work as written.
+    fn buffer_warnings(&self) -> Vec<ConfigError> {
+        let mut warnings = Vec::new();
+        if self.flushms >= 1000 {
+            warnings.push(ConfigError {
+                path: "flushms".into(),
+                message: format!(
+                    "{} ms: packets wait that long before clients get them, so players see bursts \
+                     of a second or more and may stall; keep it well under 1000 (default 10)",
+                    self.flushms
+                ),
+            });
+        }
+        if self.outputbuffer < 28 {
+            warnings.push(ConfigError {
+                path: "outputbuffer".into(),
+                message: format!(
+                    "{} packets is less than four datagrams of 7 packets: chunks are cut to a \
+                     quarter of it, one system call per client each; clients may still lag one \
+                     second of the stream, so a larger value costs nothing per client",
+                    self.outputbuffer
+                ),
+            });
         }
         warnings
     }

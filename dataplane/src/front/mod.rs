@@ -4,6 +4,10 @@
 //!   drains;
 //! - [`serve`] accepts connections, routes each request by its path and
 //!   serves stream clients from their stream's hub;
+//! - [`head`] looks at a plain HTTP/1 connection's first request, so that a
+//!   stream client can be answered without hyper, and [`shards`] (the
+//!   writer shards) then write the stream to many such clients per task;
+//! - [`stream_client`] is a connected stream client however it is served;
 //! - [`api`] answers the built-in APIs (health, statistics, check, control,
 //!   Prometheus metrics) and the probes;
 //! - [`static_files`] answers for `static` resources (local files and
@@ -22,9 +26,12 @@
 pub mod api;
 pub mod client;
 pub mod connection;
+pub mod head;
 pub mod response;
 pub mod routing;
 pub mod serve;
 pub mod server;
+pub mod shards;
 pub mod static_files;
+pub mod stream_client;
 pub mod tls;

@@ -6,9 +6,15 @@
 //! its decoded path as Go's `ServeMux` routes it ([`routing`]) to what the
 //! current config serves there, after its credentials are checked.
 //!
-//! A stream client gets `200` and a body that is its [`Subscriber`] to the
-//! stream's hub: hyper pulls runs of packets from it and, because they are
-//! separate buffers, writes them to the socket with vectored writes, so a
+//! A stream client gets `200` and the live stream from its subscriber to
+//! the stream's hub. On a plain HTTP/1 connection whose first request is
+//! such a client, that request is answered before hyper sees it
+//! ([`head`]) and the socket handed to a writer shard
+//! ([`shards`](crate::front::shards)), which
+//! writes many clients' runs of packets from one task. Everywhere else
+//! (HTTPS, HTTP/2, a stream request after another on a keep-alive
+//! connection) the response body is the subscriber: hyper pulls runs of
+//! packets from it and writes them with vectored writes. Either way a
 //! client costs one system call per batch, not one per packet.
 //!
 //! Stream clients are refused with `404` (legacy players handle it better
@@ -18,11 +24,11 @@
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
@@ -36,12 +42,14 @@ use tracing::{debug, info, warn};
 
 use crate::config::token;
 use crate::front::connection::{self, Activity, FirstBytes, Tracked};
+use crate::front::head::Head;
 use crate::front::response::{empty, text, with_type, Body};
 use crate::front::routing::{self, Routed};
-use crate::front::{api, client, static_files};
-use crate::proxy::limit::ConnectionPermit;
+use crate::front::shards::{ShardClient, Shards};
+use crate::front::stream_client::{StreamClient, Writer};
+use crate::front::{api, client, head, static_files};
 use crate::proxy::{Proxy, Stream, Target};
-use crate::stream::hub::Subscriber;
+use crate::stream::hub::StallSignal;
 
 /// What a listener serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,12 +81,14 @@ pub async fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
     }
 }
 
-/// Accepts connections until the task is aborted.
-pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, role: Listener) {
+/// Accepts connections until the task is aborted. Plain HTTP/1 stream
+/// clients are handed to `shards` once their response head is decided.
+pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, role: Listener, shards: Arc<Shards>) {
     loop {
-        let (socket, peer) = accept(&listener).await;
+        let (mut socket, peer) = accept(&listener).await;
         let header_timeout = Duration::from_secs(proxy.current().config.headertimeout);
         let proxy = Arc::clone(&proxy);
+        let shards = Arc::clone(&shards);
         tokio::spawn(async move {
             // hyper's header timer starts only once it knows the protocol,
             // which it learns from the first bytes: a client that connects
@@ -87,6 +97,23 @@ pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, role: Listener) {
             if first == FirstBytes::Silent {
                 debug!(event = "connection-silent", client = %peer, "closed: nothing sent within headertimeout");
                 return;
+            }
+            if first == FirstBytes::Other && role != Listener::Admin {
+                if let Some(head) = head::peek(&socket).await {
+                    if let Some((client, preamble)) = admit_stream_client(&proxy, &head, peer) {
+                        if head.consume(&mut socket).await.is_ok() {
+                            let response = head.stream_response();
+                            shards.add(ShardClient::new(
+                                socket,
+                                client,
+                                response,
+                                preamble,
+                                head.chunked(),
+                            ));
+                        }
+                        return;
+                    }
+                }
             }
             serve_connection(
                 socket,
@@ -113,13 +140,18 @@ pub async fn serve_connection<I>(
     header_timeout: Duration,
     http2: bool,
 ) where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    I: AsyncRead + AsyncWrite + AsRawFd + Unpin + Send + 'static,
 {
     let activity = Activity::new();
     let requests = Arc::clone(&activity);
-    let service = service_fn(move |request| {
+    // A stream client on this connection that stalls past `stalltimeout`
+    // is signalled here, and the connection closed.
+    let stalled = StallSignal::default();
+    let signal = stalled.clone();
+    let service = service_fn(move |mut request: Request<Incoming>| {
         let proxy = Arc::clone(&proxy);
         let open = requests.begin();
+        request.extensions_mut().insert(signal.clone());
         async move {
             let response = handle(&proxy, request, peer, role).await;
             Ok::<_, Infallible>(response.map(|body| Tracked::new(body, open).boxed()))
@@ -146,25 +178,67 @@ pub async fn serve_connection<I>(
         .timer(TokioTimer::new())
         .keep_alive_interval(header_timeout)
         .keep_alive_timeout(header_timeout);
+    let fd = io.as_raw_fd();
     let served = builder.serve_connection(TokioIo::new(io), service);
-    let result = if http2 {
-        tokio::pin!(served);
-        let mut tick = tokio::time::interval(Duration::from_millis(250));
-        loop {
-            tokio::select! {
-                result = &mut served => break result,
-                _ = tick.tick() => if activity.idle_for() >= header_timeout {
-                    debug!(event = "connection-idle", client = %peer, "closed: no HTTP/2 request within headertimeout");
-                    return;
-                }
+    tokio::pin!(served);
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    let result = loop {
+        tokio::select! {
+            result = &mut served => break result,
+            _ = tick.tick(), if http2 => if activity.idle_for() >= header_timeout {
+                debug!(event = "connection-idle", client = %peer, "closed: no HTTP/2 request within headertimeout");
+                return;
+            },
+            _ = stalled.0.notified() => {
+                // SAFETY: the socket is open until `served`, which owns it,
+                // is dropped at the end of this function.
+                let socket = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+                reset_on_close(&socket);
+                info!(target: "access", event = "client-stalled", client = %peer, "disconnected: read nothing for stalltimeout");
+                return;
             }
         }
-    } else {
-        served.await
     };
     if let Err(error) = result {
         debug!(event = "connection-error", client = %peer, error = %error);
     }
+}
+
+/// A stream client, if `head` is a request its stream will serve now: the
+/// route is a stream, the credentials (if any) are good, the stream is live
+/// and a place under the limits is free. Anything else (a refusal
+/// included) is answered by hyper as usual, which routes the request again
+/// and logs what it answers.
+fn admit_stream_client(
+    proxy: &Proxy,
+    head: &Head,
+    peer: SocketAddr,
+) -> Option<(StreamClient, Option<Bytes>)> {
+    let request = &head.request;
+    let generation = proxy.current();
+    let decoded = percent_encoding::percent_decode_str(request.uri().path()).decode_utf8_lossy();
+    let path: &str = &decoded;
+    let Routed::Found(route) = routing::route(&generation.routes, path, request.uri().query())
+    else {
+        return None;
+    };
+    let Target::Stream { stream, preamble } = &route.target else {
+        return None;
+    };
+    let client = client::address(peer, request.headers(), &generation.config.trustedproxies);
+    if let Some(auth) = &route.auth {
+        auth.check(request.headers(), path, request.uri().query(), client)
+            .ok()?;
+    }
+    if proxy.is_draining() || !stream.is_live() {
+        return None;
+    }
+    let permit = proxy.limits.try_acquire_for(client).ok()?;
+    let subscriber = stream.hub.subscribe();
+    Some((
+        StreamClient::new(subscriber, permit, peer, &stream.path, Writer::Shard),
+        preamble.clone(),
+    ))
 }
 
 /// Answers one request.
@@ -220,14 +294,18 @@ pub async fn handle(
     }
 
     match &route.target {
-        Target::Stream { stream, preamble } => serve_stream(
-            proxy,
-            stream,
-            preamble.clone(),
-            request.method(),
-            peer,
-            client,
-        ),
+        Target::Stream { stream, preamble } => {
+            let stalled = request.extensions().get::<StallSignal>().cloned();
+            serve_stream(
+                proxy,
+                stream,
+                preamble.clone(),
+                request.method(),
+                peer,
+                client,
+                stalled,
+            )
+        }
         Target::Static(resource) => static_files::respond(resource, &request).await,
         Target::Api(api) => api::respond(proxy, &generation, api, &request),
     }
@@ -241,6 +319,7 @@ fn serve_stream(
     method: &Method,
     peer: SocketAddr,
     client: IpAddr,
+    stalled: Option<StallSignal>,
 ) -> Response<Body> {
     if method != Method::GET && method != Method::HEAD {
         let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "405 method not allowed\n");
@@ -270,7 +349,11 @@ fn serve_stream(
         Ok(permit) => permit,
         Err(refused) => return refuse(refused.as_str()),
     };
-    let client = StreamClient::new(stream.hub.subscribe(), permit, peer, &stream.path);
+    let subscriber = stream.hub.subscribe();
+    if let Some(signal) = stalled {
+        subscriber.notify_on_stall(signal);
+    }
+    let client = StreamClient::new(subscriber, permit, peer, &stream.path, Writer::Hyper);
     stream_response(
         StatusCode::OK,
         BodyExt::boxed(ClientBody { client, preamble }),
@@ -318,58 +401,6 @@ impl http_body::Body for ClientBody {
     }
 }
 
-/// A connected stream client; logs when it goes.
-struct StreamClient {
-    subscriber: Subscriber,
-    _permit: ConnectionPermit,
-    peer: SocketAddr,
-    stream: String,
-    since: Instant,
-}
-
-impl StreamClient {
-    fn new(
-        subscriber: Subscriber,
-        permit: ConnectionPermit,
-        peer: SocketAddr,
-        stream: &str,
-    ) -> Self {
-        subscriber
-            .hub()
-            .counters
-            .connections
-            .fetch_add(1, Ordering::Relaxed);
-        info!(target: "access", event = "client-streaming", client = %peer, stream, "client connected");
-        StreamClient {
-            subscriber,
-            _permit: permit,
-            peer,
-            stream: stream.to_string(),
-            since: Instant::now(),
-        }
-    }
-}
-
-impl Drop for StreamClient {
-    fn drop(&mut self) {
-        let counters = &self.subscriber.hub().counters;
-        counters.connections.fetch_sub(1, Ordering::Relaxed);
-        let elapsed = self.since.elapsed();
-        counters
-            .client_time_ns
-            .fetch_add(elapsed.as_nanos() as u64, Ordering::Relaxed);
-        info!(
-            target: "access",
-            event = "client-stopped",
-            client = %self.peer,
-            stream = %self.stream,
-            seconds = elapsed.as_secs_f64(),
-            dropped_packets = self.subscriber.dropped_packets(),
-            "client disconnected"
-        );
-    }
-}
-
 /// A stream response: the original's headers, so players treat it as live
 /// (`Last-Modified` is now: a live stream is always current).
 fn stream_response(status: StatusCode, body: Body) -> Response<Body> {
@@ -404,4 +435,11 @@ fn moved_permanently(location: &str) -> Response<Body> {
         response.headers_mut().insert(header::LOCATION, location);
     }
     response
+}
+
+/// Makes the close of `socket` a reset: a close would leave the unsent
+/// megabytes of a stalled client in the kernel until the peer reads them or
+/// TCP gives up.
+pub fn reset_on_close(socket: &impl std::os::fd::AsFd) {
+    let _ = socket2::SockRef::from(socket).set_linger(Some(Duration::ZERO));
 }

@@ -14,6 +14,7 @@ use tracing::info;
 
 use crate::config::ListenAddress;
 use crate::front::serve::{self, Listener};
+use crate::front::shards::Shards;
 use crate::front::tls::TlsListener;
 use crate::proxy::Proxy;
 
@@ -61,12 +62,14 @@ pub async fn run(
     } else {
         Listener::MainWithAdmin
     };
+    let shards = Arc::new(Shards::per_core());
     let mut servers = Vec::new();
     if let Some(listener) = listener {
         servers.push(tokio::spawn(serve::serve(
             listener,
             Arc::clone(proxy),
             main_role,
+            Arc::clone(&shards),
         )));
     }
     if let Some(tls) = tls {
@@ -77,6 +80,7 @@ pub async fn run(
             admin,
             Arc::clone(proxy),
             Listener::Admin,
+            Arc::clone(&shards),
         )));
     }
     shutdown.await;

@@ -69,6 +69,9 @@ pub fn carry_over(
             limit_bytes: config.instantstartlimit.saturating_mul(1 << 20),
             stream: resource.serve.clone(),
         });
+        stream
+            .hub
+            .set_stall_limit(std::time::Duration::from_secs(config.stalltimeout));
         streams.insert(resource.serve.clone(), stream);
     }
     for (path, stream) in old {

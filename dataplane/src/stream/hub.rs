@@ -1,17 +1,28 @@
 //! The fan-out hub: one per stream, between its upstream and its clients.
 //!
 //! The source publishes runs of whole packets ([`Bytes`]) into a ring that
-//! holds the most recent `outputbuffer` packets. Every client is a
+//! holds the most recent part of the stream. Every client is a
 //! [`Subscriber`] with its own cursor into that ring: the packets between
 //! its cursor and the newest packet are its output queue. Publishing is
 //! therefore one push and one wake-up signal, whatever the number of
 //! clients, and every packet is held in memory once; a client's queue costs
 //! it a cursor, not a copy.
 //!
-//! A client that falls more than `outputbuffer` packets behind (its socket
-//! is slow or stalled) skips forward to the newest `outputbuffer` packets,
+//! A client may fall behind by `outputbuffer` packets or by [`MIN_LAG`] (one
+//! second) of the stream, whichever is more: the ring is shared, so holding
+//! a second of it costs memory per stream, not per client, and a client
+//! that keeps up on average never loses packets because its upstream
+//! arrives in bursts. A client that falls further behind (its socket is
+//! slow or stalled) skips forward to the oldest packet it may still have,
 //! and the packets it skipped are counted as dropped for it. Nothing it does
 //! can slow the source or any other client.
+//!
+//! Losses are counted when they happen: once a second, while publishing,
+//! the hub settles every client's account (a stalled client is never
+//! polled, so it cannot count its own), and finally when a client leaves.
+//! A client that has not asked for packets for the stall limit while the
+//! stream went on is marked stalled and its [`StallSignal`] notified:
+//! whoever serves its connection closes it.
 //!
 //! With instant start (see [`crate::stream::instant`]) the ring also keeps
 //! the packets since the stream's latest random access point: a new client
@@ -25,18 +36,61 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{ready, Context, Poll};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures_util::task::AtomicWaker;
 use futures_util::StreamExt;
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use tokio_stream::wrappers::WatchStream;
 
 use crate::stream::align::PACKET_SIZE;
 use crate::stream::inspect::health::{Check, Health, HealthReport, HealthSettings};
 use crate::stream::inspect::Inspector;
 use crate::stream::instant::{InstantStart, SkipCursor, StartPoint, StartPoints};
+
+/// The least lag a client is allowed, whatever `outputbuffer` says.
+pub const MIN_LAG: Duration = Duration::from_secs(1);
+/// How often the hub settles its clients' losses (while it publishes).
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Notified when a client has been stalled longer than the stall limit;
+/// whoever serves the client's connection closes it.
+#[derive(Debug, Clone, Default)]
+pub struct StallSignal(pub Arc<Notify>);
+
+/// Tells a task that serves clients of several hubs (a writer shard) which
+/// of them published: one per (task, hub), registered with
+/// [`Hub::listen`]. The task takes the flag, then asks its clients of that
+/// hub for packets; the hub sets it and wakes the task's waker.
+#[derive(Debug)]
+pub struct PublishListener {
+    published: AtomicBool,
+    task: Arc<AtomicWaker>,
+}
+
+impl PublishListener {
+    /// A listener that wakes `task`.
+    pub fn new(task: Arc<AtomicWaker>) -> Arc<PublishListener> {
+        Arc::new(PublishListener {
+            published: AtomicBool::new(false),
+            task,
+        })
+    }
+
+    /// Whether its hub published (or ended clients) since the last call.
+    pub fn take(&self) -> bool {
+        self.published.swap(false, Ordering::AcqRel)
+    }
+
+    fn tell(&self) {
+        if !self.published.swap(true, Ordering::AcqRel) {
+            self.task.wake();
+        }
+    }
+}
 
 /// Counters of one stream, updated by its source and its clients.
 #[derive(Debug, Default)]
@@ -57,11 +111,21 @@ pub struct StreamCounters {
     pub upstream_url: std::sync::Mutex<String>,
 }
 
-/// A run of whole packets and the stream position of its first packet.
+impl StreamCounters {
+    fn count_loss(&self, packets: u64) {
+        self.packets_dropped.fetch_add(packets, Ordering::Relaxed);
+        self.bytes_dropped
+            .fetch_add(packets * PACKET_SIZE as u64, Ordering::Relaxed);
+    }
+}
+
+/// A run of whole packets, the stream position of its first packet, and
+/// when it was published.
 #[derive(Debug)]
 struct Chunk {
     first_packet: u64,
     data: Bytes,
+    published: Instant,
 }
 
 impl Chunk {
@@ -80,6 +144,54 @@ struct Ring {
     epoch: u64,
     /// Random access points in the ring, for instant start.
     starts: StartPoints,
+    /// The subscribers, for the sweep.
+    clients: Vec<Registered>,
+    last_sweep: Instant,
+    /// Lag allowed by time (see [`MIN_LAG`]).
+    min_lag: Duration,
+}
+
+impl Ring {
+    fn oldest_kept(&self) -> u64 {
+        self.chunks
+            .front()
+            .map_or(self.head, |chunk| chunk.first_packet)
+    }
+
+    /// The oldest packet a live client whose queue is `queue` packets may
+    /// still have: `queue` packets back or `min_lag` back, whichever is
+    /// older (the ring may hold less: see [`Ring::oldest_allowed`]).
+    fn live_edge(&self, queue: u64, now: Instant) -> u64 {
+        let by_count = self.head.saturating_sub(queue);
+        let by_time = match now.checked_sub(self.min_lag) {
+            Some(cutoff) => {
+                let young = self
+                    .chunks
+                    .partition_point(|chunk| chunk.published < cutoff);
+                self.chunks
+                    .get(young)
+                    .map_or(self.head, |chunk| chunk.first_packet)
+            }
+            None => 0,
+        };
+        by_count.min(by_time)
+    }
+
+    /// [`Ring::live_edge`], but not before what the ring still holds (a
+    /// reload may have shrunk it).
+    fn oldest_allowed(&self, queue: u64, now: Instant) -> u64 {
+        self.live_edge(queue, now).max(self.oldest_kept())
+    }
+}
+
+/// A subscriber as the sweep sees it.
+#[derive(Debug)]
+struct Registered {
+    cursor: Weak<Mutex<Cursor>>,
+    /// Its poll count at the previous sweep.
+    seen_polls: u64,
+    /// Since when it has not polled while the stream went on.
+    idle_since: Option<Instant>,
 }
 
 /// The fan-out point of one stream.
@@ -96,6 +208,11 @@ pub struct Hub {
     queue_packets: AtomicU64,
     /// Bumped on every publish and on close, to wake subscribers.
     wake: watch::Sender<()>,
+    /// Told of the same, for tasks that serve many subscribers.
+    listeners: Mutex<Vec<Weak<PublishListener>>>,
+    /// Milliseconds a client may not poll while the stream goes on before
+    /// it is marked stalled; 0 = never.
+    stall_limit_ms: AtomicU64,
     upstream_connected: AtomicBool,
     pub counters: StreamCounters,
     /// Measured interval between random access points, in milliseconds.
@@ -116,9 +233,14 @@ impl Hub {
                 closed: false,
                 epoch: 0,
                 starts: StartPoints::new(InstantStart::off()),
+                clients: Vec::new(),
+                last_sweep: Instant::now(),
+                min_lag: MIN_LAG,
             }),
             queue_packets: AtomicU64::new(queue_packets.max(1) as u64),
             wake: watch::Sender::new(()),
+            listeners: Mutex::new(Vec::new()),
+            stall_limit_ms: AtomicU64::new(0),
             upstream_connected: AtomicBool::new(false),
             counters: StreamCounters::default(),
             keyframe_interval_ms: AtomicU64::new(0),
@@ -146,16 +268,24 @@ impl Hub {
             .bytes_received
             .fetch_add(data.len() as u64, Ordering::Relaxed);
         {
+            let now = Instant::now();
             let mut ring = self.ring.lock().unwrap();
             let first_packet = ring.head;
             ring.head += packets;
-            ring.chunks.push_back(Chunk { first_packet, data });
+            ring.chunks.push_back(Chunk {
+                first_packet,
+                data,
+                published: now,
+            });
             marks.for_each(|mark| ring.starts.mark(mark));
             ring.starts.set_keyed(inspector.keyed().is_some());
+            if now.duration_since(ring.last_sweep) >= SWEEP_INTERVAL {
+                self.sweep(&mut ring, now);
+            }
             // Keep what the slowest allowed client may still need, and the
             // packets since the latest random access point.
             let head = ring.head;
-            let mut oldest_needed = head.saturating_sub(self.queue_packets.load(Ordering::Relaxed));
+            let mut oldest_needed = ring.live_edge(self.queue_packets.load(Ordering::Relaxed), now);
             if let Some(start) = ring.starts.oldest_needed(head) {
                 oldest_needed = oldest_needed.min(start);
             }
@@ -166,7 +296,7 @@ impl Hub {
             {
                 ring.chunks.pop_front();
             }
-            let oldest_kept = ring.chunks.front().map_or(head, |c| c.first_packet);
+            let oldest_kept = ring.oldest_kept();
             ring.starts.evict_before(oldest_kept);
             self.keyframe_interval_ms
                 .store(ring.starts.interval_ms, Ordering::Relaxed);
@@ -180,38 +310,116 @@ impl Hub {
             std::time::Instant::now(),
         );
         drop(inspector);
+        self.wake_subscribers();
+    }
+
+    /// Wakes every subscriber waiting for packets, and every listener.
+    fn wake_subscribers(&self) {
         self.wake.send_replace(());
+        self.listeners.lock().unwrap().retain(|listener| {
+            let Some(listener) = listener.upgrade() else {
+                return false;
+            };
+            listener.tell();
+            true
+        });
+    }
+
+    /// Has `listener` told of every publish from now on, for as long as it
+    /// lives.
+    pub fn listen(&self, listener: &Arc<PublishListener>) {
+        self.listeners
+            .lock()
+            .unwrap()
+            .push(Arc::downgrade(listener));
+    }
+
+    /// Settles every client's losses, forgets the clients that left, and
+    /// marks (and signals) the ones that have not polled for the stall
+    /// limit while the stream went on.
+    fn sweep(&self, ring: &mut Ring, now: Instant) {
+        ring.last_sweep = now;
+        let stall_limit = match self.stall_limit_ms.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(Duration::from_millis(ms)),
+        };
+        let mut clients = std::mem::take(&mut ring.clients);
+        clients.retain_mut(|client| {
+            let Some(cursor) = client.cursor.upgrade() else {
+                return false;
+            };
+            let mut cursor = cursor.lock().unwrap();
+            cursor.settle(ring, &self.counters, now);
+            if cursor.polls != client.seen_polls {
+                client.seen_polls = cursor.polls;
+                client.idle_since = None;
+                return true;
+            }
+            let since = *client.idle_since.get_or_insert(now);
+            if !cursor.stalled && stall_limit.is_some_and(|limit| now - since >= limit) {
+                cursor.stalled = true;
+                if let Some(signal) = &cursor.stall_signal {
+                    signal.0.notify_one();
+                }
+            }
+            true
+        });
+        ring.clients = clients;
+    }
+
+    /// How long a client may not ask for packets while the stream goes on
+    /// before it is marked stalled (see [`Subscriber::is_stalled`]); zero =
+    /// never.
+    pub fn set_stall_limit(&self, limit: Duration) {
+        self.stall_limit_ms
+            .store(limit.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Changes the least lag allowed by time (tests of the count rule).
+    pub fn set_min_lag(&self, lag: Duration) {
+        self.ring.lock().unwrap().min_lag = lag;
     }
 
     /// A new client. With instant start, it receives the tables and the
     /// stream from the latest random access point (or waits for the next
     /// one); without, what is published from now on.
     pub fn subscribe(self: &Arc<Self>) -> Subscriber {
-        let ring = self.ring.lock().unwrap();
-        let mut subscriber = Subscriber {
-            hub: Arc::clone(self),
+        let mut ring = self.ring.lock().unwrap();
+        let mut cursor = Cursor {
             next_packet: ring.head,
             epoch: ring.epoch,
             queue_packets: self.queue_packets.load(Ordering::Relaxed),
-            wake: WatchStream::from_changes(self.wake.subscribe()),
             dropped_packets: 0,
             mode: Mode::Live,
             tables: None,
             skip: None,
+            polls: 0,
+            stalled: false,
+            stall_signal: None,
         };
         if ring.starts.active() {
             match ring.starts.latest() {
-                Some(start) => subscriber.start_at(start),
+                Some(start) => cursor.start_at(start),
                 None => {
-                    subscriber.mode = Mode::Waiting {
+                    cursor.mode = Mode::Waiting {
                         counts_loss: false,
                         since: ring.head,
-                        started: std::time::Instant::now(),
+                        started: Instant::now(),
                     }
                 }
             }
         }
-        subscriber
+        let cursor = Arc::new(Mutex::new(cursor));
+        ring.clients.push(Registered {
+            cursor: Arc::downgrade(&cursor),
+            seen_polls: 0,
+            idle_since: None,
+        });
+        Subscriber {
+            hub: Arc::clone(self),
+            cursor,
+            wake: WatchStream::from_changes(self.wake.subscribe()),
+        }
     }
 
     /// Changes the instant start settings (for clients from now on).
@@ -239,22 +447,19 @@ impl Hub {
     /// Ends the stream of every current subscriber; later ones are served.
     pub fn disconnect_all(&self) {
         self.ring.lock().unwrap().epoch += 1;
-        self.wake.send_replace(());
+        self.wake_subscribers();
     }
 
     /// Ends every subscriber's stream, now and for subscribers to come.
     pub fn close(&self) {
         self.ring.lock().unwrap().closed = true;
-        self.wake.send_replace(());
+        self.wake_subscribers();
     }
 
     pub fn is_closed(&self) -> bool {
         self.ring.lock().unwrap().closed
     }
 
-    /// Called by the source on connecting to an upstream and on losing it.
-    /// A new connection starts anywhere in its stream: the inspection
-    /// starts over.
     /// Whether new clients are let in: the source sets it once packets
     /// arrive on a connection, and clears it when the connection ends.
     pub fn set_upstream_connected(&self, connected: bool) {
@@ -325,26 +530,39 @@ impl Hub {
 #[derive(Debug)]
 pub struct Subscriber {
     hub: Arc<Hub>,
+    /// Shared with the hub's sweep, which settles this client's losses
+    /// while it is not polled; locked after the ring.
+    cursor: Arc<Mutex<Cursor>>,
+    /// Yields after every publish (and close) since it was last polled.
+    wake: WatchStream<()>,
+}
+
+/// Where a client is in the stream, and what it has lost.
+#[derive(Debug)]
+struct Cursor {
     /// Position of the next packet this client is to receive.
     next_packet: u64,
     /// The hub's epoch when this client joined; a new epoch ends it.
     epoch: u64,
     /// Longest queue this client may have, in packets.
     queue_packets: u64,
-    /// Yields after every publish (and close) since it was last polled.
-    wake: WatchStream<()>,
     dropped_packets: u64,
     mode: Mode,
     /// PAT and PMT to send before the next packet (a start or a resume).
     tables: Option<Bytes>,
     /// The skip list of the start point this client started at.
     skip: Option<SkipCursor>,
+    /// Times it asked for packets; the sweep tells a stalled client by it.
+    polls: u64,
+    /// It has not asked for packets for the stall limit.
+    stalled: bool,
+    stall_signal: Option<StallSignal>,
 }
 
 /// How far behind live a client may be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
-    /// Up to its queue (`outputbuffer` packets).
+    /// Up to its queue (`outputbuffer` packets or a second of the stream).
     Live,
     /// Catching up from a start point: as far as the ring holds.
     CatchingUp,
@@ -355,7 +573,7 @@ enum Mode {
     Waiting {
         counts_loss: bool,
         since: u64,
-        started: std::time::Instant,
+        started: Instant,
     },
 }
 
@@ -383,6 +601,53 @@ impl Subscriber {
         }
     }
 
+    /// The next run of packets if there is one now, without waiting.
+    pub fn try_next(&mut self) -> Next {
+        let ring = self.hub.ring.lock().unwrap();
+        let next = self.lock_cursor().next(&ring, &self.hub.counters);
+        drop(ring);
+        if let Next::Data(data) = &next {
+            let counters = &self.hub.counters;
+            counters
+                .packets_sent
+                .fetch_add((data.len() / PACKET_SIZE) as u64, Ordering::Relaxed);
+            counters
+                .bytes_sent
+                .fetch_add(data.len() as u64, Ordering::Relaxed);
+        }
+        next
+    }
+
+    fn lock_cursor(&self) -> MutexGuard<'_, Cursor> {
+        self.cursor.lock().unwrap()
+    }
+
+    /// Packets this client has lost because it fell behind, up to now
+    /// (what it can no longer get is counted, even if it was not polled).
+    pub fn dropped_packets(&self) -> u64 {
+        let ring = self.hub.ring.lock().unwrap();
+        let mut cursor = self.lock_cursor();
+        cursor.settle(&ring, &self.hub.counters, Instant::now());
+        cursor.dropped_packets
+    }
+
+    /// It has not asked for packets for the stall limit while the stream
+    /// went on (see [`Hub::set_stall_limit`]).
+    pub fn is_stalled(&self) -> bool {
+        self.lock_cursor().stalled
+    }
+
+    /// Has `signal` notified when this client is marked stalled.
+    pub fn notify_on_stall(&self, signal: StallSignal) {
+        self.lock_cursor().stall_signal = Some(signal);
+    }
+
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
+    }
+}
+
+impl Cursor {
     /// Starts this client on a start point: its tables, then its packets.
     fn start_at(&mut self, start: &StartPoint) {
         self.next_packet = start.position;
@@ -391,22 +656,65 @@ impl Subscriber {
         self.mode = Mode::CatchingUp;
     }
 
-    fn count_loss(&mut self, packets: u64) {
+    fn count_loss(&mut self, packets: u64, counters: &StreamCounters) {
         self.dropped_packets += packets;
-        let counters = &self.hub.counters;
-        counters
-            .packets_dropped
-            .fetch_add(packets, Ordering::Relaxed);
-        counters
-            .bytes_dropped
-            .fetch_add(packets * PACKET_SIZE as u64, Ordering::Relaxed);
+        counters.count_loss(packets);
     }
 
-    fn try_next(&mut self) -> Next {
-        let hub = Arc::clone(&self.hub);
-        let ring = hub.ring.lock().unwrap();
+    /// Counts what this client can no longer get, and moves it past it: a
+    /// live client skips to the oldest packet it may still have (or, with
+    /// instant start, waits for the next start point), a waiting one loses
+    /// everything before the next start point.
+    fn settle(&mut self, ring: &Ring, counters: &StreamCounters, now: Instant) {
+        if ring.closed || ring.epoch != self.epoch {
+            return;
+        }
+        let oldest_allowed = match self.mode {
+            Mode::Live => ring.oldest_allowed(self.queue_packets, now),
+            Mode::CatchingUp => ring.oldest_kept(),
+            Mode::Waiting {
+                counts_loss: true, ..
+            } => {
+                // Nothing at or after the cursor to resume on yet: all of it
+                // is lost (the next start point comes later).
+                if ring.starts.at_or_after(self.next_packet).is_none()
+                    && self.next_packet < ring.head
+                {
+                    self.count_loss(ring.head - self.next_packet, counters);
+                    self.next_packet = ring.head;
+                }
+                return;
+            }
+            Mode::Waiting { .. } => return,
+        };
+        if self.next_packet >= oldest_allowed {
+            return;
+        }
+        if ring.starts.active() {
+            // Resume on the next start point, not mid-picture.
+            self.mode = Mode::Waiting {
+                counts_loss: true,
+                since: self.next_packet,
+                started: now,
+            };
+            self.skip = None;
+            self.settle(ring, counters, now);
+            return;
+        }
+        self.count_loss(oldest_allowed - self.next_packet, counters);
+        self.next_packet = oldest_allowed;
+    }
+
+    /// The next run of packets for this client in `ring`, if any.
+    fn next(&mut self, ring: &Ring, counters: &StreamCounters) -> Next {
+        self.polls += 1;
         if ring.closed || ring.epoch != self.epoch {
             return Next::Closed;
+        }
+        let now = Instant::now();
+        if let Mode::Live | Mode::CatchingUp = self.mode {
+            // Fell too far behind: skip (or wait for a start point).
+            self.settle(ring, counters, now);
         }
         if let Mode::Waiting {
             counts_loss,
@@ -417,7 +725,7 @@ impl Subscriber {
             match ring.starts.at_or_after(self.next_packet) {
                 Some(start) => {
                     if counts_loss {
-                        self.count_loss(start.position - self.next_packet);
+                        self.count_loss(start.position - self.next_packet, counters);
                     }
                     self.start_at(start);
                 }
@@ -430,13 +738,9 @@ impl Subscriber {
                 {
                     self.mode = Mode::Live;
                     if counts_loss {
-                        let oldest_kept = ring.chunks.front().map_or(ring.head, |c| c.first_packet);
-                        let live = ring
-                            .head
-                            .saturating_sub(self.queue_packets)
-                            .max(oldest_kept);
+                        let live = ring.oldest_allowed(self.queue_packets, now);
                         if self.next_packet < live {
-                            self.count_loss(live - self.next_packet);
+                            self.count_loss(live - self.next_packet, counters);
                             self.next_packet = live;
                         }
                     } else {
@@ -444,7 +748,9 @@ impl Subscriber {
                     }
                 }
                 None => {
-                    if !counts_loss {
+                    if counts_loss {
+                        self.settle(ring, counters, now);
+                    } else {
                         self.next_packet = ring.head;
                     }
                     return Next::Empty;
@@ -452,44 +758,14 @@ impl Subscriber {
             }
         }
         if let Some(tables) = self.tables.take() {
-            drop(ring);
-            self.count_sent(&tables);
             return Next::Data(tables);
         }
         if self.next_packet >= ring.head {
             return Next::Empty;
         }
-        // Fell too far behind: skip to the newest packets that fit the queue.
-        // The ring may have shrunk below this client's queue (a reload
-        // lowered outputbuffer): it cannot go back further than the ring.
-        // A client catching up from a start point may be as far behind as
-        // the ring holds.
-        let oldest_kept = ring
-            .chunks
-            .front()
-            .map_or(ring.head, |chunk| chunk.first_packet);
-        let live_edge = ring.head.saturating_sub(self.queue_packets);
-        let oldest_allowed = match self.mode {
-            Mode::CatchingUp => oldest_kept,
-            _ => live_edge.max(oldest_kept),
-        };
-        if self.next_packet < oldest_allowed {
-            if ring.starts.active() {
-                // Resume on the next start point, not mid-picture.
-                self.mode = Mode::Waiting {
-                    counts_loss: true,
-                    since: self.next_packet,
-                    started: std::time::Instant::now(),
-                };
-                self.skip = None;
-                drop(ring);
-                return self.try_next();
-            }
-            let skipped = oldest_allowed - self.next_packet;
-            self.next_packet = oldest_allowed;
-            self.count_loss(skipped);
-        }
-        if self.mode == Mode::CatchingUp && self.next_packet >= live_edge {
+        if self.mode == Mode::CatchingUp
+            && self.next_packet >= ring.live_edge(self.queue_packets, now)
+        {
             self.mode = Mode::Live;
         }
         // Packets of units begun before this client's start point.
@@ -517,36 +793,19 @@ impl Subscriber {
         let offset = (self.next_packet - chunk.first_packet) as usize * PACKET_SIZE;
         let end = chunk.end_packet().min(until);
         let end_offset = (end - chunk.first_packet) as usize * PACKET_SIZE;
-        let data = chunk.data.slice(offset..end_offset);
         self.next_packet = end;
-        drop(ring);
-        self.count_sent(&data);
-        Next::Data(data)
-    }
-
-    fn count_sent(&self, data: &Bytes) {
-        let counters = &self.hub.counters;
-        counters
-            .packets_sent
-            .fetch_add((data.len() / PACKET_SIZE) as u64, Ordering::Relaxed);
-        counters
-            .bytes_sent
-            .fetch_add(data.len() as u64, Ordering::Relaxed);
-    }
-
-    /// Packets this client lost because it fell behind.
-    pub fn dropped_packets(&self) -> u64 {
-        self.dropped_packets
-    }
-
-    pub fn hub(&self) -> &Arc<Hub> {
-        &self.hub
+        Next::Data(chunk.data.slice(offset..end_offset))
     }
 }
 
-enum Next {
+/// What [`Subscriber::try_next`] found.
+#[derive(Debug)]
+pub enum Next {
+    /// A run of packets (or the tables before them) to send.
     Data(Bytes),
+    /// Nothing yet: wait for the next publish.
     Empty,
+    /// The stream ended for this client.
     Closed,
 }
 
@@ -602,6 +861,7 @@ mod tests {
     #[tokio::test]
     async fn a_slow_subscriber_skips_to_its_queue_limit_and_counts_the_loss() {
         let hub = Hub::new(5);
+        hub.set_min_lag(Duration::ZERO); // the packet count alone
         let mut slow = hub.subscribe();
         let mut fast = hub.subscribe();
         for n in 0..4 {
@@ -620,6 +880,7 @@ mod tests {
     #[tokio::test]
     async fn the_ring_keeps_only_what_a_client_may_still_need() {
         let hub = Hub::new(10);
+        hub.set_min_lag(Duration::ZERO); // the packet count alone
         for n in 0..100 {
             hub.publish(packets(n, 1));
         }
@@ -657,6 +918,66 @@ mod tests {
         hub.publish(packets(0, 1));
         assert!(before.next().await.is_none());
         assert_eq!(numbers(&after.next().await.unwrap()), [0]);
+    }
+
+    #[tokio::test]
+    async fn a_burst_larger_than_outputbuffer_is_not_lost_within_a_second() {
+        // 10 packets of queue, but a burst of 200 arrives at once: a client
+        // that reads it right after loses nothing.
+        let hub = Hub::new(10);
+        let mut client = hub.subscribe();
+        for n in 0..20 {
+            hub.publish(packets(n * 10, 10));
+        }
+        let mut got = Vec::new();
+        while got.len() < 200 {
+            got.extend(numbers(&client.next().await.unwrap()));
+        }
+        assert_eq!(got, (0..200).collect::<Vec<u8>>());
+        assert_eq!(client.dropped_packets(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_client_never_polled_has_its_loss_counted_as_it_happens() {
+        let hub = Hub::new(10);
+        hub.set_min_lag(Duration::from_millis(100));
+        let stalled = hub.subscribe();
+        // 1.2 s of publishing: the sweep runs at least once.
+        for n in 0..12 {
+            hub.publish(packets(n, 20));
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let counted = hub.counters.packets_dropped.load(Ordering::Relaxed);
+        assert!(counted > 0, "nothing counted before the client was polled");
+        assert!(stalled.dropped_packets() >= counted);
+    }
+
+    #[tokio::test]
+    async fn a_stalled_client_is_signalled_after_the_stall_limit() {
+        let hub = Hub::new(10);
+        hub.set_stall_limit(Duration::from_millis(1500));
+        let stalled = hub.subscribe();
+        let signal = StallSignal::default();
+        stalled.notify_on_stall(signal.clone());
+        let mut reading = hub.subscribe();
+        let reading_signal = StallSignal::default();
+        reading.notify_on_stall(reading_signal.clone());
+        let publishing = async {
+            for n in 0..40 {
+                hub.publish(packets(n, 1));
+                reading.next().await.unwrap();
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        };
+        tokio::select! {
+            _ = signal.0.notified() => {}
+            _ = publishing => panic!("the stalled client was not signalled in 4 s"),
+        }
+        assert!(stalled.is_stalled());
+        assert!(!reading.is_stalled(), "a reading client was marked stalled");
+        let not_signalled =
+            tokio::time::timeout(Duration::from_millis(10), reading_signal.0.notified()).await;
+        assert!(not_signalled.is_err(), "a reading client was signalled");
     }
 
     #[tokio::test]
@@ -746,6 +1067,7 @@ mod tests {
         #[tokio::test]
         async fn a_subscriber_that_falls_behind_resumes_on_the_next_keyframe_with_the_tables() {
             let hub = hub(2, 1 << 20);
+            hub.set_min_lag(Duration::ZERO); // the packet count alone
             let mut stream = stream();
             hub.publish(stream.bytes().into());
             let mut subscriber = hub.subscribe();
