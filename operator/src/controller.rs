@@ -10,18 +10,18 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
-use kube::core::ApiResource;
+use kube::core::{ApiResource, PartialObjectMeta};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::Store;
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{metadata_watcher, watcher, WatchStreamExt};
 use kube::{Client, Resource, ResourceExt};
 use tracing::{info, warn};
 
@@ -49,7 +49,16 @@ pub struct Context {
     /// The controller's cache of Restreams, once it runs: failures of
     /// Restreams no longer in it are forgotten.
     pub restreams: OnceLock<Store<Restream>>,
+    /// The controller's caches (metadata only) of the HPAs and, with KEDA,
+    /// the ScaledObjects in the cluster, once it runs: a Restream without
+    /// one has it deleted only when the cache holds it (see [`may_exist`]),
+    /// not with a DELETE on every reconcile.
+    pub autoscalers: OnceLock<Owned<HorizontalPodAutoscaler>>,
+    pub scaled_objects: OnceLock<Owned<ScaledObject>>,
 }
+
+/// A cache of the metadata of objects of kind `K`.
+pub type Owned<K> = Store<PartialObjectMeta<K>>;
 
 impl Context {
     pub fn new(
@@ -67,6 +76,8 @@ impl Context {
             keda,
             failures: Mutex::default(),
             restreams: OnceLock::new(),
+            autoscalers: OnceLock::new(),
+            scaled_objects: OnceLock::new(),
         }
     }
 
@@ -187,7 +198,7 @@ async fn apply(restream: &Restream, ctx: &Context) -> Result<Action, Error> {
     // What the Restream no longer asks for: the HPA when KEDA scales or
     // nothing does (two autoscalers on one Deployment fight), the
     // ScaledObject when KEDA no longer does.
-    if rendered.autoscaler.is_none() {
+    if rendered.autoscaler.is_none() && may_exist(ctx.autoscalers.get(), &namespace, &name) {
         delete_if_present(
             &ctx.client,
             &namespace,
@@ -196,7 +207,10 @@ async fn apply(restream: &Restream, ctx: &Context) -> Result<Action, Error> {
         )
         .await?;
     }
-    if ctx.keda && rendered.scaled_object.is_none() {
+    if ctx.keda
+        && rendered.scaled_object.is_none()
+        && may_exist(ctx.scaled_objects.get(), &namespace, &name)
+    {
         delete_if_present(
             &ctx.client,
             &namespace,
@@ -259,6 +273,26 @@ async fn apply_manifest(
     Ok(api
         .patch(&manifest.name, &params, &Patch::Apply(&manifest.body))
         .await?)
+}
+
+/// Whether `namespace/name` may exist, by the controller's cache of its
+/// kind: only a cache that has listed once and lacks it says no. Without a
+/// cache (before the controller runs) or before its first list completes
+/// (just after a start), the answer is yes and the DELETE finds out. A
+/// cache that lags behind a new object corrects itself: the object's
+/// arrival in the cache triggers its owner's reconcile, and the 60 s
+/// requeue covers one that has no owner.
+fn may_exist<K>(cache: Option<&Owned<K>>, namespace: &str, name: &str) -> bool
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    let Some(cache) = cache else {
+        return true;
+    };
+    if !matches!(cache.wait_until_ready().now_or_never(), Some(Ok(()))) {
+        return true;
+    }
+    cache.get(&ObjectRef::new(name).within(namespace)).is_some()
 }
 
 /// Deletes an object the Restream no longer wants; one already gone is fine.
@@ -330,21 +364,37 @@ pub async fn run(ctx: Arc<Context>) {
     let client = ctx.client.clone();
     let restreams: Api<Restream> = Api::all(client.clone());
     let config = watcher::Config::default();
+    // The autoscalers are watched as `owns` would (their metadata), through
+    // a cache that tells a reconcile whether there is one to delete.
+    let (autoscalers, writer) = reflector::store();
+    let autoscaler_events = reflector::reflector(
+        writer,
+        metadata_watcher(
+            Api::<HorizontalPodAutoscaler>::all(client.clone()),
+            config.clone(),
+        ),
+    )
+    .touched_objects();
+    let _ = ctx.autoscalers.set(autoscalers);
     let mut controller = Controller::new(restreams, config.clone())
         .owns(Api::<ConfigMap>::all(client.clone()), config.clone())
         .owns(Api::<Deployment>::all(client.clone()), config.clone())
         .owns(Api::<StatefulSet>::all(client.clone()), config.clone())
         .owns(Api::<Service>::all(client.clone()), config.clone())
-        .owns(
-            Api::<HorizontalPodAutoscaler>::all(client.clone()),
-            config.clone(),
-        )
+        .owns_stream(autoscaler_events)
         .owns(
             Api::<PodDisruptionBudget>::all(client.clone()),
             config.clone(),
         );
     if ctx.keda {
-        controller = controller.owns(Api::<ScaledObject>::all(client), config);
+        let (scaled_objects, writer) = reflector::store();
+        let scaled_object_events = reflector::reflector(
+            writer,
+            metadata_watcher(Api::<ScaledObject>::all(client), config),
+        )
+        .touched_objects();
+        let _ = ctx.scaled_objects.set(scaled_objects);
+        controller = controller.owns_stream(scaled_object_events);
     }
     let _ = ctx.restreams.set(controller.store());
     controller
@@ -698,6 +748,199 @@ mod tests {
             ["/apis/autoscaling/v2/namespaces/media/horizontalpodautoscalers/tv"],
             "an HPA left from before would fight the operator over the count"
         );
+    }
+
+    /// Runs one reconcile, answering as the API server would (applies
+    /// echoed, events created, deletions done); returns each request's
+    /// method and path, in order.
+    async fn requests_of(
+        ctx: Arc<Context>,
+        mut server: crate::fixtures::ApiServerVerifier,
+        restream: Restream,
+    ) -> Vec<(String, String)> {
+        let answer = serde_json::to_value(&restream).unwrap();
+        let mut reconciler = tokio::spawn(reconcile(Arc::new(restream), ctx));
+        let mut seen = Vec::new();
+        loop {
+            let answer = answer.clone();
+            tokio::select! {
+                biased;
+                result = &mut reconciler => {
+                    result.unwrap().expect("reconcile succeeds");
+                    return seen;
+                }
+                request = server.next(move |request| match request.method {
+                    http::Method::DELETE => (200, serde_json::json!({"kind": "Status",
+                        "apiVersion": "v1", "status": "Success", "code": 200})),
+                    http::Method::POST => (201, request.body.clone()),
+                    _ if request.path.ends_with("/status") => (200, answer),
+                    _ => (200, request.body.clone()),
+                }) => seen.push((request.method.to_string(), request.path)),
+            }
+        }
+    }
+
+    /// A cache of `K`s as the controller keeps it: `listed` once it has
+    /// seen the first list, holding `names` in namespace `media`.
+    fn cache_of<K>(listed: bool, names: &[&str]) -> Owned<K>
+    where
+        K: Resource<DynamicType = ()> + Clone + 'static,
+    {
+        use kube::core::{ObjectMeta, PartialObjectMetaExt};
+        let (cache, mut writer) = reflector::store::<PartialObjectMeta<K>>();
+        writer.apply_watcher_event(&watcher::Event::Init);
+        for name in names {
+            let meta = ObjectMeta {
+                name: Some(name.to_string()),
+                namespace: Some("media".into()),
+                ..ObjectMeta::default()
+            };
+            writer.apply_watcher_event(&watcher::Event::InitApply(
+                meta.into_response_partial::<K>(),
+            ));
+        }
+        if listed {
+            writer.apply_watcher_event(&watcher::Event::InitDone);
+        }
+        // The cache stays ready when its writer goes.
+        std::mem::forget(writer);
+        cache
+    }
+
+    fn fixed_count() -> Restream {
+        let mut restream = Restream::test();
+        restream.spec.scaling.autoscaler = false;
+        restream
+    }
+
+    const HPA: &str = "/apis/autoscaling/v2/namespaces/media/horizontalpodautoscalers/tv";
+    const SCALED_OBJECT: &str = "/apis/keda.sh/v1alpha1/namespaces/media/scaledobjects/tv";
+
+    fn deletes(requests: &[(String, String)]) -> Vec<&str> {
+        requests
+            .iter()
+            .filter(|(method, _)| method == "DELETE")
+            .map(|(_, path)| path.as_str())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn without_an_autoscaler_no_delete_is_sent_when_the_cache_holds_no_hpa() {
+        let (ctx, server) = Context::test();
+        ctx.autoscalers
+            .set(cache_of(true, &["other"]))
+            .ok()
+            .unwrap();
+        let requests = requests_of(ctx, server, fixed_count()).await;
+        let calls: Vec<(&str, &str)> = requests
+            .iter()
+            .map(|(method, path)| (method.as_str(), path.as_str()))
+            .collect();
+        assert_eq!(
+            calls,
+            [
+                ("PATCH", "/api/v1/namespaces/media/configmaps/tv-config"),
+                ("PATCH", "/apis/apps/v1/namespaces/media/deployments/tv"),
+                ("PATCH", "/api/v1/namespaces/media/services/tv"),
+                (
+                    "PATCH",
+                    "/apis/policy/v1/namespaces/media/poddisruptionbudgets/tv"
+                ),
+                (
+                    "PATCH",
+                    "/apis/restreamer.io/v1alpha1/namespaces/media/restreams/tv/status"
+                ),
+                ("POST", "/apis/events.k8s.io/v1/namespaces/media/events"),
+            ],
+            "an HPA of the same name elsewhere (here `other`) changes nothing"
+        );
+    }
+
+    #[tokio::test]
+    async fn without_an_autoscaler_the_hpa_in_the_cache_is_deleted() {
+        let (ctx, server) = Context::test();
+        ctx.autoscalers.set(cache_of(true, &["tv"])).ok().unwrap();
+        let requests = requests_of(ctx, server, fixed_count()).await;
+        assert_eq!(deletes(&requests), [HPA]);
+        let position = |path: &str| requests.iter().position(|(_, p)| p == path).unwrap();
+        assert!(
+            position(HPA) > position("/apis/policy/v1/namespaces/media/poddisruptionbudgets/tv"),
+            "deleted after everything is applied: {requests:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn after_a_restart_the_hpa_is_deleted_until_the_cache_has_listed() {
+        // The operator restarted: its cache has not seen the first list yet,
+        // so it cannot tell whether an HPA from before exists.
+        let (ctx, server) = Context::test();
+        ctx.autoscalers.set(cache_of(false, &[])).ok().unwrap();
+        let requests = requests_of(ctx, server, fixed_count()).await;
+        assert_eq!(deletes(&requests), [HPA]);
+        // Before the controller runs there is no cache at all: the same.
+        let (ctx, server) = Context::test();
+        let requests = requests_of(ctx, server, fixed_count()).await;
+        assert_eq!(deletes(&requests), [HPA]);
+    }
+
+    #[tokio::test]
+    async fn with_keda_installed_a_scaled_object_is_deleted_only_when_cached() {
+        // Restream::test() scales with the HPA: the ScaledObject goes, if any.
+        let (ctx, server) = Context::test_with_keda();
+        ctx.scaled_objects.set(cache_of(true, &[])).ok().unwrap();
+        let requests = requests_of(ctx, server, Restream::test()).await;
+        assert_eq!(deletes(&requests), Vec::<&str>::new());
+        assert!(requests
+            .iter()
+            .any(|(method, path)| method == "PATCH" && path == HPA));
+
+        let (ctx, server) = Context::test_with_keda();
+        ctx.scaled_objects
+            .set(cache_of(true, &["tv"]))
+            .ok()
+            .unwrap();
+        let requests = requests_of(ctx, server, Restream::test()).await;
+        assert_eq!(deletes(&requests), [SCALED_OBJECT]);
+    }
+
+    #[tokio::test]
+    async fn the_controllers_hpa_watch_fills_the_cache_the_reconcile_reads() {
+        let (ctx, mut server) = Context::test();
+        let controller = tokio::spawn(run(Arc::clone(&ctx)));
+        let list = |items: serde_json::Value| {
+            serde_json::json!({"apiVersion": "v1", "kind": "List",
+                               "metadata": {"resourceVersion": "1"}, "items": items})
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+        let mut listed = false;
+        while !listed {
+            let request = tokio::time::timeout_at(
+                deadline,
+                server.next(|request| {
+                    let hpas = request.path == "/apis/autoscaling/v2/horizontalpodautoscalers"
+                        && !request.query.contains("watch=true");
+                    if hpas {
+                        (200, list(serde_json::json!([{"apiVersion": "autoscaling/v2",
+                            "kind": "HorizontalPodAutoscaler",
+                            "metadata": {"name": "tv", "namespace": "media", "resourceVersion": "1"}}])))
+                    } else {
+                        (200, list(serde_json::json!([])))
+                    }
+                }),
+            )
+            .await
+            .expect("the controller lists the HPAs");
+            listed = request.path == "/apis/autoscaling/v2/horizontalpodautoscalers";
+        }
+        let cache = ctx.autoscalers.get().expect("the controller set its cache");
+        tokio::time::timeout(Duration::from_secs(3), cache.wait_until_ready())
+            .await
+            .expect("the cache is ready after the first list")
+            .unwrap();
+        controller.abort();
+        assert!(may_exist(Some(cache), "media", "tv"));
+        assert!(!may_exist(Some(cache), "media", "radio"));
+        assert!(!may_exist(Some(cache), "sport", "tv"));
     }
 
     #[tokio::test]
