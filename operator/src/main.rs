@@ -52,6 +52,17 @@ enum Command {
         /// Gbit/s one core serves at full rate (measured: BENCHMARKS.md).
         #[arg(long, default_value_t = 6.0)]
         gbps_per_core: f64,
+        /// Seconds between keyframes (the GOP) of a channel: with instant
+        /// start, each channel holds up to one GOP in every pod's memory.
+        #[arg(long, default_value = "2", value_parser = restreamer_operator::plan::parse_seconds)]
+        gop: f64,
+        /// Plan with instant start off (`spec.instantStart.enabled: false`).
+        #[arg(long)]
+        no_instant_start: bool,
+        /// The most a channel holds for instant start, MiB
+        /// (`spec.instantStart.limitMebibytes`).
+        #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..))]
+        instant_start_limit: u64,
     },
     /// Runs the controller against the cluster of the current kubeconfig or
     /// service account.
@@ -110,6 +121,9 @@ fn main() -> anyhow::Result<()> {
             cores_per_pod,
             node_gbps,
             gbps_per_core,
+            gop,
+            no_instant_start,
+            instant_start_limit,
         } => {
             let demand = restreamer_operator::plan::Demand {
                 viewers,
@@ -118,6 +132,9 @@ fn main() -> anyhow::Result<()> {
                 cores_per_pod,
                 node_gbps,
                 gbps_per_core,
+                gop_seconds: gop,
+                instant_start: !no_instant_start,
+                instant_start_limit_mib: instant_start_limit,
             };
             print!(
                 "{}",

@@ -20,6 +20,13 @@ pub struct Demand {
     /// Gbit/s one core delivers to clients that keep up (measured: see
     /// BENCHMARKS.md).
     pub gbps_per_core: f64,
+    /// Seconds between keyframes (the GOP) of a channel.
+    pub gop_seconds: f64,
+    /// Instant start on (the default: `spec.instantStart.enabled`).
+    pub instant_start: bool,
+    /// The most a channel holds for it, MiB (`spec.instantStart.limitMebibytes`,
+    /// the data plane's `instantstartlimit`).
+    pub instant_start_limit_mib: u64,
 }
 
 impl Default for Demand {
@@ -31,6 +38,9 @@ impl Default for Demand {
             cores_per_pod: 2.0,
             node_gbps: 25.0,
             gbps_per_core: 6.0,
+            gop_seconds: 2.0,
+            instant_start: true,
+            instant_start_limit_mib: 16,
         }
     }
 }
@@ -48,6 +58,12 @@ pub struct Plan {
     pub pods_per_node: u64,
     pub nodes: u64,
     pub memory_per_pod_mib: u64,
+    /// What each channel holds for instant start, in MiB: one GOP of its
+    /// stream, at most the limit (0 with instant start off). Included in
+    /// `memory_per_pod_mib`.
+    pub instant_start_mib: f64,
+    /// One GOP is more than the limit: new viewers start live instead.
+    pub instant_start_capped: bool,
     pub output_packets: u64,
     pub total_gbps: f64,
     pub pod_gbps: f64,
@@ -81,7 +97,21 @@ pub fn plan(demand: &Demand) -> Plan {
     // One second of stream per client queue: costs no memory per client.
     let output_packets = (demand.bitrate / (188.0 * 8.0)).ceil() as u64;
     let ring_mib = demand.streams as f64 * (output_packets as f64 * 188.0 + 65536.0) / 1048576.0;
-    let memory = BASE_MIB + ring_mib + max_connections as f64 * PER_CLIENT_KIB / 1024.0;
+    // Instant start: each channel also holds its stream since the latest
+    // keyframe, up to one GOP, at most the limit. Counted on top of the
+    // output buffer (the ring keeps the longer of the two: an upper bound).
+    let gop_mib = demand.bitrate * demand.gop_seconds / 8.0 / 1048576.0;
+    let limit_mib = demand.instant_start_limit_mib as f64;
+    let instant_start_mib = if demand.instant_start {
+        gop_mib.min(limit_mib)
+    } else {
+        0.0
+    };
+    let instant_start_capped = demand.instant_start && gop_mib > limit_mib;
+    let memory = BASE_MIB
+        + ring_mib
+        + demand.streams as f64 * instant_start_mib
+        + max_connections as f64 * PER_CLIENT_KIB / 1024.0;
     let memory_per_pod_mib = (memory * 1.5 / 16.0).ceil() as u64 * 16;
 
     let untiered = edge_pods * demand.streams;
@@ -100,6 +130,8 @@ pub fn plan(demand: &Demand) -> Plan {
         pods_per_node,
         nodes,
         memory_per_pod_mib,
+        instant_start_mib,
+        instant_start_capped,
         output_packets,
         total_gbps: demand.viewers as f64 * demand.bitrate / 1e9,
         pod_gbps,
@@ -146,6 +178,7 @@ impl Plan {
                 "memory per pod (limit)",
                 format!("{} MiB", self.memory_per_pod_mib),
             ),
+            ("instant start per channel", self.instant_start_row(demand)),
             (
                 "origins",
                 self.origins
@@ -173,6 +206,15 @@ impl Plan {
             "  buffers:\n    outputPackets: {}",
             self.output_packets
         );
+        if !demand.instant_start {
+            let _ = writeln!(out, "  instantStart:\n    enabled: false");
+        } else if demand.instant_start_limit_mib != Demand::default().instant_start_limit_mib {
+            let _ = writeln!(
+                out,
+                "  instantStart:\n    limitMebibytes: {}",
+                demand.instant_start_limit_mib
+            );
+        }
         let _ = writeln!(
             out,
             "  scaling:\n    minReplicas: {}\n    maxReplicas: {}\n    targetUtilizationPercent: 80",
@@ -189,6 +231,38 @@ impl Plan {
         let _ = writeln!(out, "```");
         out
     }
+
+    /// What instant start holds per channel, and that the memory counts it.
+    fn instant_start_row(&self, demand: &Demand) -> String {
+        if !demand.instant_start {
+            return "off: nothing held".into();
+        }
+        let gop = format!(
+            "one {} s GOP at {:.1} Mbit/s",
+            demand.gop_seconds,
+            demand.bitrate / 1e6
+        );
+        if self.instant_start_capped {
+            format!(
+                "{:.1} MiB, the limit ({gop} is more: new viewers of it start live; \
+                 raise instantStart.limitMebibytes to keep instant start), in the memory per pod",
+                self.instant_start_mib
+            )
+        } else {
+            format!(
+                "{:.1} MiB ({gop}), in the memory per pod",
+                self.instant_start_mib
+            )
+        }
+    }
+}
+
+/// Parses a number of seconds greater than 0, such as `2` or `0.5`.
+pub fn parse_seconds(text: &str) -> Result<f64, String> {
+    text.parse::<f64>()
+        .ok()
+        .filter(|n| n.is_finite() && *n > 0.0)
+        .ok_or_else(|| format!("{text:?} is not a number of seconds greater than 0 (e.g. 2, 0.5)"))
 }
 
 /// Parses a bitrate such as `8M`, `2.5M`, `800k` or `8000000`.
@@ -271,6 +345,116 @@ mod tests {
         let spec: crate::crd::RestreamSpec = serde_yaml::from_value(spec).unwrap();
         spec.validate().unwrap();
         assert_eq!(spec.tiers.unwrap().origins, 2);
+    }
+
+    #[test]
+    fn the_suggested_instant_start_settings_are_the_crds() {
+        let spec_of = |demand: &Demand| -> crate::crd::RestreamSpec {
+            let report = plan(demand).report(demand);
+            let yaml = report.split("```yaml\n").nth(1).unwrap();
+            let yaml = yaml.split("```").next().unwrap();
+            let value: serde_yaml::Value = serde_yaml::from_str(yaml).unwrap();
+            let mut spec = value["spec"].clone();
+            spec["streams"] =
+                serde_yaml::from_str("[{name: tv, path: /tv.ts, upstreams: [\"tcp://a:1\"]}]")
+                    .unwrap();
+            let spec: crate::crd::RestreamSpec = serde_yaml::from_value(spec).unwrap();
+            spec.validate().unwrap();
+            spec
+        };
+        let default = spec_of(&demand(1000, 1)).instant_start;
+        assert_eq!(default, crate::crd::InstantStart::default());
+        let off = spec_of(&Demand {
+            instant_start: false,
+            ..demand(1000, 1)
+        });
+        assert!(!off.instant_start.enabled);
+        let raised = spec_of(&Demand {
+            instant_start_limit_mib: 32,
+            ..demand(1000, 1)
+        });
+        assert!(raised.instant_start.enabled);
+        assert_eq!(raised.instant_start.limit_mebibytes, 32);
+    }
+
+    #[test]
+    fn instant_start_adds_one_gop_per_channel_to_the_memory() {
+        let on = plan(&demand(100_000, 10));
+        // 8 Mbit/s × 2 s ÷ 8 = 2,000,000 bytes per channel.
+        assert!((on.instant_start_mib - 2e6 / 1048576.0).abs() < 1e-9);
+        assert!(!on.instant_start_capped);
+        let off = plan(&Demand {
+            instant_start: false,
+            ..demand(100_000, 10)
+        });
+        assert_eq!(off.instant_start_mib, 0.0);
+        // 10 + 10 × (5320 × 188 B + 64 KiB) + 1500 × 19 KiB = 47.99 MiB, and
+        // with ten GOPs 67.06 MiB; × 1.5, up to a multiple of 16.
+        assert_eq!((off.memory_per_pod_mib, on.memory_per_pod_mib), (80, 112));
+        // Longer GOPs hold more.
+        let long = plan(&Demand {
+            gop_seconds: 5.0,
+            ..demand(100_000, 10)
+        });
+        assert!((long.instant_start_mib - 5e6 / 1048576.0).abs() < 1e-9);
+        assert_eq!(long.memory_per_pod_mib, 144);
+    }
+
+    #[test]
+    fn a_gop_beyond_the_limit_counts_the_limit_and_says_so() {
+        let demand = Demand {
+            bitrate: 20e6,
+            gop_seconds: 10.0,
+            ..demand(1000, 4)
+        };
+        let plan = plan(&demand);
+        // 25,000,000 bytes, 23.8 MiB: more than the 16 MiB limit.
+        assert_eq!(plan.instant_start_mib, 16.0);
+        assert!(plan.instant_start_capped);
+        let report = plan.report(&demand);
+        assert!(
+            report.contains("| instant start per channel | 16.0 MiB, the limit (one 10 s GOP at 20.0 Mbit/s is more: new viewers of it start live"),
+            "{report}"
+        );
+        let raised = Demand {
+            instant_start_limit_mib: 32,
+            ..demand.clone()
+        };
+        let raised_plan = super::plan(&raised);
+        assert!((raised_plan.instant_start_mib - 25e6 / 1048576.0).abs() < 1e-9);
+        assert!(raised_plan.memory_per_pod_mib > plan.memory_per_pod_mib);
+    }
+
+    #[test]
+    fn the_report_says_what_instant_start_holds() {
+        let demand = demand(1000, 1);
+        let report = plan(&demand).report(&demand);
+        assert!(
+            report.contains(
+                "| instant start per channel | 1.9 MiB (one 2 s GOP at 8.0 Mbit/s), in the memory per pod |"
+            ),
+            "{report}"
+        );
+        assert!(!report.contains("instantStart:"), "the defaults: {report}");
+        let off = Demand {
+            instant_start: false,
+            ..demand
+        };
+        let report = plan(&off).report(&off);
+        assert!(
+            report.contains("| instant start per channel | off: nothing held |"),
+            "{report}"
+        );
+    }
+
+    #[test]
+    fn gop_lengths_parse_as_positive_seconds() {
+        assert_eq!(parse_seconds("2"), Ok(2.0));
+        assert_eq!(parse_seconds("0.5"), Ok(0.5));
+        for bad in ["0", "-1", "two", "inf", "NaN"] {
+            let error = parse_seconds(bad).unwrap_err();
+            assert!(error.contains(&format!("{bad:?}")), "{error}");
+        }
     }
 
     #[test]

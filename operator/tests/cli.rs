@@ -199,3 +199,45 @@ fn the_keda_example_renders_a_scaled_object_instead_of_the_hpa() {
     assert!(text.contains("hostNetwork: true"));
     assert!(text.contains("externalTrafficPolicy: Local"));
 }
+
+#[test]
+fn plan_counts_one_gop_per_channel_for_instant_start() {
+    let plan = |args: &[&str]| {
+        let output = operator()
+            .args(["plan", "--viewers", "100000", "--streams", "10"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let default = plan(&[]);
+    assert!(
+        default.contains("| instant start per channel | 1.9 MiB (one 2 s GOP at 8.0 Mbit/s), in the memory per pod |"),
+        "{default}"
+    );
+    assert!(
+        default.contains("| memory per pod (limit) | 112 MiB |"),
+        "{default}"
+    );
+    let long = plan(&["--gop", "5"]);
+    assert!(long.contains("4.8 MiB (one 5 s GOP"), "{long}");
+    assert!(
+        long.contains("| memory per pod (limit) | 144 MiB |"),
+        "{long}"
+    );
+    let off = plan(&["--no-instant-start"]);
+    assert!(off.contains("| memory per pod (limit) | 80 MiB |"), "{off}");
+    assert!(off.contains("instantStart:\n    enabled: false"), "{off}");
+
+    let output = operator()
+        .args(["plan", "--viewers", "1000", "--gop", "0"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let error = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        error.contains("--gop") && error.contains("greater than 0"),
+        "{error}"
+    );
+}
