@@ -9,15 +9,21 @@
 //!   crate: our own `restreamer_*` metrics, named by Prometheus rules, and the
 //!   original's `streaming_*` names, so existing dashboards keep working.
 //!
+//! The per-stream metrics, traffic and health (see
+//! [`crate::stream::inspect::health`] for what each health figure means),
+//! are read from the hubs by a `Collector` at scrape time: a stream that is
+//! gone is simply not in the next scrape.
+//!
 //! `restreamer_connection_utilization` (connections / soft limit) is the
-//! signal the Kubernetes autoscaler scales on. The standard `process_*`
+//! signal the Kubernetes autoscaler scales on; `restreamer_continuity_errors_total`
+//! and `restreamer_stream_content_ok` are fixed names too (dashboards use
+//! them). The standard `process_*`
 //! metrics (CPU, memory, descriptors, start time) come from the
 //! `prometheus` crate's process collector, as the original's Go client
 //! exports them.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
 
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{
@@ -26,9 +32,9 @@ use prometheus::proto::{
 use prometheus::{Encoder, Gauge, IntCounter, IntGauge, Registry, TextEncoder};
 use serde::Serialize;
 
-use crate::proxy::health_metrics::HealthMetrics;
 use crate::proxy::limit::ConnectionLimits;
 use crate::stream::hub::{Hub, StreamCounters};
+use crate::stream::inspect::health::HealthReport;
 
 /// Cumulative traffic of one stream, or of all together.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
@@ -100,9 +106,6 @@ pub struct Metrics {
     pub config_reload_failures: IntCounter,
     tasks: IntGauge,
     log_lines_dropped: IntCounter,
-    health: HealthMetrics,
-    /// One scrape at a time: the health vectors are reset and refilled.
-    render_lock: Mutex<()>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -179,9 +182,7 @@ impl Metrics {
                 )
                 .unwrap(),
             ),
-            health: HealthMetrics::new(&registry),
             registry,
-            render_lock: Mutex::new(()),
         }
     }
 
@@ -203,16 +204,10 @@ impl Metrics {
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             self.tasks.set(runtime.metrics().num_alive_tasks() as i64);
         }
-        let streams: Vec<_> = streams.collect();
-        let _one_at_a_time = self.render_lock.lock().unwrap();
-        self.health.reset();
-        for (path, hub, _) in &streams {
-            self.health.record(path, &hub.health_report());
-        }
         let mut families = self.registry.gather();
         families.extend(
             StreamMetrics {
-                streams,
+                streams: streams.collect(),
                 config_hash,
             }
             .collect(),
@@ -360,9 +355,72 @@ const STREAM_FAMILIES: &[StreamFamily] = &[
     },
 ];
 
+/// One stream health figure with a `stream` label, from the stream's
+/// [`HealthReport`]; `None` leaves the stream out (not measured yet). The
+/// PSI intervals (`table` label) and the elementary streams' packet rates
+/// (`pid`, `kind`) have more labels: see [`StreamMetrics::collect`].
+struct HealthFamily {
+    name: &'static str,
+    help: &'static str,
+    kind: MetricType,
+    value: fn(&HealthReport) -> Option<f64>,
+}
+
+const HEALTH_FAMILIES: &[HealthFamily] = &[
+    HealthFamily {
+        name: "restreamer_stream_content_ok",
+        help: "1 while the stream's upstream is connected and its content healthy (PAT, PMT and its elementary streams arrive, continuity errors under ccerrorlimit), else 0.",
+        kind: MetricType::GAUGE,
+        value: |report| Some(report.content_ok as u8 as f64),
+    },
+    HealthFamily {
+        name: "restreamer_continuity_errors_total",
+        help: "Continuity counter errors (packets lost or out of order upstream); repeated packets, discontinuity_indicator, failovers and file loops are not counted.",
+        kind: MetricType::COUNTER,
+        value: |report| Some(report.continuity_errors as f64),
+    },
+    HealthFamily {
+        name: "restreamer_discontinuities_total",
+        help: "Jumps in the stream that are not loss: upstream connections after the first, file loops, packets with discontinuity_indicator.",
+        kind: MetricType::COUNTER,
+        value: |report| Some(report.discontinuities as f64),
+    },
+    HealthFamily {
+        name: "restreamer_pcr_errors_total",
+        help: "Steps between two PCRs of one PID over 100 ms or backwards, without discontinuity_indicator.",
+        kind: MetricType::COUNTER,
+        value: |report| Some(report.pcr_errors as f64),
+    },
+    HealthFamily {
+        name: "restreamer_content_failovers_total",
+        help: "Upstream connections ended because their content was lost (contenttimeout, ccerrorlimit).",
+        kind: MetricType::COUNTER,
+        value: |report| Some(report.content_failovers as f64),
+    },
+    HealthFamily {
+        name: "restreamer_pcr_interval_seconds",
+        help: "Largest step between two PCRs of one PID in the last 5 s (ISO 13818-1 allows 0.1).",
+        kind: MetricType::GAUGE,
+        value: |report| report.pcr_interval_seconds,
+    },
+    HealthFamily {
+        name: "restreamer_null_packet_ratio",
+        help: "Null packets among the packets received in the last 5 s (0 to 1).",
+        kind: MetricType::GAUGE,
+        value: |report| Some(report.null_share),
+    },
+    HealthFamily {
+        name: "restreamer_stream_bitrate_bits_per_second",
+        help: "Bits per second received from the upstream over the last 5 s.",
+        kind: MetricType::GAUGE,
+        value: |report| Some(report.bitrate as f64),
+    },
+];
+
 /// The metrics of the current streams and config, read at scrape time
-/// straight from the hubs' counters: a stream that is gone is simply not
-/// there, and nothing is copied into metric vectors between scrapes.
+/// straight from the hubs (their counters, and their health reports, each
+/// taken once per scrape): a stream that is gone is simply not there, and
+/// nothing is copied into metric vectors between scrapes.
 struct StreamMetrics<'a> {
     /// Each stream's path, hub and upstream URLs (as logged).
     streams: Vec<(&'a str, &'a Hub, Vec<String>)>,
@@ -384,8 +442,9 @@ impl Collector for StreamMetrics<'_> {
             family.set_metric(metrics);
             family
         };
+        // Labels in name order, as the prometheus crate's own metrics have them.
         let metric = |labels: &[(&str, &str)], kind: MetricType, number: f64| {
-            let labels = labels
+            let mut labels: Vec<LabelPair> = labels
                 .iter()
                 .map(|(name, value)| {
                     let mut pair = LabelPair::default();
@@ -394,6 +453,7 @@ impl Collector for StreamMetrics<'_> {
                     pair
                 })
                 .collect();
+            labels.sort();
             let mut metric = Metric::default();
             metric.set_label(labels);
             if kind == MetricType::COUNTER {
@@ -409,7 +469,6 @@ impl Collector for StreamMetrics<'_> {
         };
         let mut families: Vec<MetricFamily> = STREAM_FAMILIES
             .iter()
-            .filter(|_| !self.streams.is_empty())
             .map(|f| {
                 let metrics = self
                     .streams
@@ -436,14 +495,69 @@ impl Collector for StreamMetrics<'_> {
                 })
             })
             .collect();
-        if !sources.is_empty() {
-            families.push(family(
-                "streaming_source_connected",
-                "1 for the upstream a stream is connected to, 0 for its others (original name).",
-                MetricType::GAUGE,
-                sources,
-            ));
-        }
+        families.push(family(
+            "streaming_source_connected",
+            "1 for the upstream a stream is connected to, 0 for its others (original name).",
+            MetricType::GAUGE,
+            sources,
+        ));
+
+        let reports: Vec<(&str, HealthReport)> = self
+            .streams
+            .iter()
+            .map(|(path, hub, _)| (*path, hub.health_report()))
+            .collect();
+        families.extend(HEALTH_FAMILIES.iter().map(|f| {
+            let metrics = reports
+                .iter()
+                .filter_map(|(path, report)| {
+                    (f.value)(report).map(|value| metric(&[("stream", path)], f.kind, value))
+                })
+                .collect();
+            family(f.name, f.help, f.kind, metrics)
+        }));
+        let psi = reports.iter().flat_map(|(path, report)| {
+            [
+                ("pat", report.pat_interval_seconds),
+                ("pmt", report.pmt_interval_seconds),
+            ]
+            .into_iter()
+            .filter_map(move |(table, interval)| {
+                interval.map(|interval| {
+                    metric(
+                        &[("stream", path), ("table", table)],
+                        MetricType::GAUGE,
+                        interval,
+                    )
+                })
+            })
+        });
+        families.push(family(
+            "restreamer_psi_interval_seconds",
+            "Largest time between two PATs (table=\"pat\") or PMTs (table=\"pmt\", worst program) in the last 5 s, or since the last one (DVB asks for 0.5 at most).",
+            MetricType::GAUGE,
+            psi.collect(),
+        ));
+        let elementary = reports.iter().flat_map(|(path, report)| {
+            report.streams.iter().map(move |es| {
+                metric(
+                    &[
+                        ("stream", path),
+                        ("pid", &es.pid.to_string()),
+                        ("kind", es.kind),
+                    ],
+                    MetricType::GAUGE,
+                    es.packets_per_second,
+                )
+            })
+        });
+        families.push(family(
+            "restreamer_elementary_stream_packets_per_second",
+            "Packets per second of each elementary stream the PMTs list, over the last 5 s.",
+            MetricType::GAUGE,
+            elementary.collect(),
+        ));
+
         families.push(family(
             "restreamer_config_info",
             "The configuration in force, by its SHA-256 hash.",
@@ -454,6 +568,20 @@ impl Collector for StreamMetrics<'_> {
                 1.0,
             )],
         ));
+        // As the registry gathers: no empty families, and each family's
+        // series in the order of their label values.
+        families.retain(|family| !family.get_metric().is_empty());
+        for family in &mut families {
+            family.mut_metric().sort_by(|a, b| {
+                let values = |m: &Metric| -> Vec<String> {
+                    m.get_label()
+                        .iter()
+                        .map(|l| l.value().to_string())
+                        .collect()
+                };
+                values(a).cmp(&values(b))
+            });
+        }
         families
     }
 }
@@ -499,5 +627,92 @@ mod tests {
         // A stream that is gone disappears from the next scrape.
         let text = metrics.render(&limits, std::iter::empty(), "abc");
         assert!(!text.contains("stream=\"/tv\""));
+    }
+
+    /// A hub that received the first 8,000 packets of examples/sample.ts
+    /// (H.264 on PID 256, audio on 257).
+    fn fed_hub() -> std::sync::Arc<Hub> {
+        let sample = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../examples/sample.ts"
+        ))
+        .expect("examples/sample.ts");
+        let hub = Hub::new(10);
+        hub.upstream_opened();
+        hub.set_upstream_connected(true);
+        for chunk in sample[..188 * 8000].chunks(188 * 7) {
+            hub.publish(bytes::Bytes::copy_from_slice(chunk));
+        }
+        hub
+    }
+
+    #[test]
+    fn health_metrics_are_read_from_the_hubs_and_leave_with_their_stream() {
+        let metrics = Metrics::new();
+        let limits = ConnectionLimits::new(4, 8, None);
+        let (news, sport) = (fed_hub(), fed_hub());
+        let both = || {
+            [
+                ("/sport", &*sport, Vec::new()),
+                ("/news", &*news, Vec::new()),
+            ]
+            .into_iter()
+        };
+        let text = metrics.render(&limits, both(), "abc");
+        for line in [
+            "restreamer_stream_content_ok{stream=\"/news\"} 1",
+            "restreamer_continuity_errors_total{stream=\"/sport\"} 0",
+            "restreamer_content_failovers_total{stream=\"/news\"} 0",
+            "restreamer_elementary_stream_packets_per_second{kind=\"video\",pid=\"256\",stream=\"/news\"} 0",
+            "restreamer_elementary_stream_packets_per_second{kind=\"audio\",pid=\"257\",stream=\"/sport\"} 0",
+            "# TYPE restreamer_continuity_errors_total counter",
+            "# TYPE restreamer_psi_interval_seconds gauge",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+        }
+        for prefix in [
+            "restreamer_psi_interval_seconds{stream=\"/news\",table=\"pat\"} ",
+            "restreamer_psi_interval_seconds{stream=\"/sport\",table=\"pmt\"} ",
+            "restreamer_pcr_interval_seconds{stream=\"/news\"} ",
+            "restreamer_null_packet_ratio{stream=\"/sport\"} ",
+        ] {
+            assert!(
+                text.lines().any(|l| l.starts_with(prefix)),
+                "missing {prefix:?} in\n{text}"
+            );
+        }
+        // Each family's series in label order, whatever order the streams come in.
+        let series = |text: &str, name: &str| -> Vec<String> {
+            text.lines()
+                .filter(|l| l.starts_with(&format!("{name}{{")))
+                .map(|l| l.split(' ').next().unwrap().to_string())
+                .collect()
+        };
+        for name in [
+            "restreamer_stream_content_ok",
+            "restreamer_packets_received_total",
+        ] {
+            assert_eq!(
+                series(&text, name),
+                [
+                    format!("{name}{{stream=\"/news\"}}"),
+                    format!("{name}{{stream=\"/sport\"}}")
+                ]
+            );
+        }
+        // One stream removed: its health series go with it.
+        let text = metrics.render(&limits, [("/news", &*news, Vec::new())].into_iter(), "abc");
+        assert!(!text.contains("stream=\"/sport\""), "{text}");
+        assert!(text.contains("restreamer_stream_content_ok{stream=\"/news\"} 1"));
+        // No stream: no family of theirs, not even its HELP.
+        let text = metrics.render(&limits, std::iter::empty(), "abc");
+        for name in [
+            "restreamer_stream_content_ok",
+            "restreamer_psi_interval_seconds",
+            "restreamer_elementary_stream_packets_per_second",
+            "streaming_source_connected",
+        ] {
+            assert!(!text.contains(name), "{name} in\n{text}");
+        }
     }
 }

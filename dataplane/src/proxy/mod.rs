@@ -27,7 +27,6 @@
 //! never the HTTP front, which sits above it.
 
 pub mod generation;
-pub mod health_metrics;
 pub mod limit;
 pub mod logging;
 pub mod metrics;
