@@ -8,6 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::{Parser, Subcommand};
 use restreamer::config::{token, AuthType, Config, ListenAddress};
+use restreamer::front::routing;
 use restreamer::front::server::{self, bind};
 use restreamer::front::tls::{self, CertificateFiles, Certificates, TlsListener};
 use restreamer::proxy::logging::{self, AccessLog};
@@ -236,20 +237,6 @@ fn sign(
         .duration_since(UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_secs());
     let query = token::signed_query(key.password.as_bytes(), path, now + ttl, client);
-    const PATH: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
-        .add(b' ')
-        .add(b'"')
-        .add(b'#')
-        .add(b'%')
-        .add(b'<')
-        .add(b'>')
-        .add(b'?')
-        .add(b'`')
-        .add(b'{')
-        .add(b'}');
-    println!(
-        "{}?{query}",
-        percent_encoding::utf8_percent_encode(path, PATH)
-    );
+    println!("{}?{query}", routing::encode_path(path));
     ExitCode::SUCCESS
 }

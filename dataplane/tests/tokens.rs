@@ -262,6 +262,32 @@ async fn restreamer_sign_prints_urls_that_are_let_in() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restreamer_sign_escapes_what_a_url_path_cannot_carry() {
+    // A backslash (browsers make it a slash), a pipe, a caret and a space.
+    let path = "/tv\\hd|1^ x";
+    let upstream = RecordingUpstream::start().await;
+    let proxy = Proxy::start(json!({
+        "reconnect": 1,
+        "userlist": {"portal": {"password": "s3cret key"}},
+        "resources": [
+            {"type": "stream", "serve": path, "remote": format!("http://{}/live", upstream.address),
+             "authentication": {"type": "token", "realm": "tv", "users": ["portal"]}}
+        ]
+    }));
+    proxy.wait_for_event("upstream-connect", 1).await;
+    let output = Command::new(env!("CARGO_BIN_EXE_restreamer"))
+        .args(["sign", "--config"])
+        .arg(&proxy.config_path)
+        .args(["--user", "portal", "--ttl", "60", path])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let url = String::from_utf8(output.stdout).unwrap().trim().to_string();
+    assert!(url.starts_with("/tv%5Chd%7C1%5E%20x?expires="), "{url}");
+    assert_eq!(status(&proxy.url(&url)).await, 200, "{url}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_token_reaches_neither_what_answers_nor_an_upstream() {
     let upstream = RecordingUpstream::start().await;
     let proxy = Proxy::start(config(&upstream));

@@ -9,7 +9,9 @@
 //! - a path that names a subtree without its trailing `/` is redirected to
 //!   it (`/dir` → `/dir/`).
 //!
-//! Paths are matched after percent-decoding (as Go matches `URL.Path`).
+//! Paths are matched after percent-decoding (as Go matches `URL.Path`), and
+//! [`encode_path`] is how a path goes back into a URL: the redirects here,
+//! and the links `restreamer sign` prints.
 //! Nothing here joins a path to a directory or builds a URL from the
 //! request: a route serves exactly what its config entry names, whatever
 //! the rest of the path says.
@@ -76,9 +78,9 @@ pub fn clean_path(path: &str) -> String {
     clean
 }
 
-/// Characters escaped in a redirect's path: those that would end or change
-/// the path (`?`, `#`, `%`), spaces and quotes, and `\` (which browsers
-/// read as `/`, so `/\host` would leave the site).
+/// Characters escaped in a path put into a URL: those that would end or
+/// change the path (`?`, `#`, `%`), spaces and quotes, and `\` (which
+/// browsers read as `/`, so a redirect to `/\host` would leave the site).
 const PATH: &AsciiSet = &CONTROLS
     .add(b' ')
     .add(b'"')
@@ -94,8 +96,14 @@ const PATH: &AsciiSet = &CONTROLS
     .add(b'|')
     .add(b'}');
 
+/// A decoded path as it goes into a URL (a redirect's `Location`, a signed
+/// link), percent-encoded so that it is routed back to itself.
+pub fn encode_path(path: &str) -> String {
+    utf8_percent_encode(path, PATH).to_string()
+}
+
 fn location(path: &str, query: Option<&str>) -> String {
-    let mut location = utf8_percent_encode(path, PATH).to_string();
+    let mut location = encode_path(path);
     if let Some(query) = query {
         location.push('?');
         location.push_str(query);
@@ -169,5 +177,21 @@ mod tests {
             route(&routes, "///evil.example", None),
             Routed::Redirect("/evil.example".into())
         );
+    }
+
+    #[test]
+    fn an_encoded_path_decodes_and_routes_back_to_itself() {
+        let path = "/tv\\hd|1^ x?#%\"<>`{}/é";
+        let encoded = encode_path(path);
+        assert_eq!(
+            encoded,
+            "/tv%5Chd%7C1%5E%20x%3F%23%25%22%3C%3E%60%7B%7D/%C3%A9"
+        );
+        let decoded = percent_encoding::percent_decode_str(&encoded)
+            .decode_utf8()
+            .unwrap();
+        assert_eq!(decoded, path);
+        let routes: HashMap<String, ()> = [(path.to_string(), ())].into_iter().collect();
+        assert_eq!(route(&routes, &decoded, None), Routed::Found(&()));
     }
 }
