@@ -678,7 +678,7 @@ impl RestreamSpec {
             // The data plane's own URL parser: what it would refuse at
             // load is refused here, naming the Restream's field.
             for (j, url) in stream.upstreams.iter().enumerate() {
-                if let Err(message) = restreamer::stream::source::Upstream::parse(url) {
+                if let Err(message) = restreamer::config::Upstream::parse(url) {
                     problems.push(format!("spec.streams[{i}].upstreams[{j}]: {message}"));
                 }
             }

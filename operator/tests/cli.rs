@@ -87,10 +87,7 @@ fn the_crd_documents_its_fields_and_carries_the_validations() {
         "fork:///bin/cat?x",
     ] {
         assert!(upstream_pattern.is_match(url), "{url}");
-        assert!(
-            restreamer::stream::source::Upstream::parse(url).is_ok(),
-            "{url}"
-        );
+        assert!(restreamer::config::Upstream::parse(url).is_ok(), "{url}");
     }
     for url in ["rtmp://a/b", "srt://a:1", "/local/file.ts", "HTTP://a/b"] {
         assert!(!upstream_pattern.is_match(url), "{url}");

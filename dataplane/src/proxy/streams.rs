@@ -18,11 +18,11 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::info;
 
-use crate::config::{Config, Resource, Served, ValidConfig};
+use crate::config::{Config, Resource, Served, Upstream, ValidConfig};
 use crate::stream::align::PACKET_SIZE;
 use crate::stream::hub::Hub;
 use crate::stream::instant::InstantStart;
-use crate::stream::source::{self, SourceSettings, Upstream};
+use crate::stream::source::{self, SourceSettings};
 
 /// A stream: its hub, and the source task feeding it.
 #[derive(Debug)]

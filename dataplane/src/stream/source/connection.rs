@@ -19,7 +19,8 @@ use tokio::net::{TcpStream, UdpSocket, UnixDatagram, UnixStream};
 use tokio::process::{Child, Command};
 use tracing::warn;
 
-use super::{SourceError, SourceSettings, Upstream, UpstreamKind};
+use super::{SourceError, SourceSettings};
+use crate::config::{Upstream, UpstreamKind};
 use crate::http_client::http_client;
 use crate::stream::align::SYNC_BYTE;
 

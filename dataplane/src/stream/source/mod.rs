@@ -30,7 +30,7 @@ use crate::stream::align::{Aligner, PACKET_SIZE};
 use crate::stream::hub::Hub;
 use crate::stream::inspect::health::HealthSettings;
 
-pub use crate::config::{Upstream, UpstreamKind};
+use crate::config::{Upstream, UpstreamKind};
 pub use connection::Connection;
 pub use pacing::Pacer;
 
