@@ -149,6 +149,10 @@ struct Ring {
     last_sweep: Instant,
     /// Lag allowed by time (see [`MIN_LAG`]).
     min_lag: Duration,
+    /// The first packet published less than `min_lag` before the latest
+    /// publish: how far back a live client may be by time (set on publish,
+    /// so that asking for packets needs no clock).
+    time_edge: u64,
 }
 
 impl Ring {
@@ -161,9 +165,13 @@ impl Ring {
     /// The oldest packet a live client whose queue is `queue` packets may
     /// still have: `queue` packets back or `min_lag` back, whichever is
     /// older (the ring may hold less: see [`Ring::oldest_allowed`]).
-    fn live_edge(&self, queue: u64, now: Instant) -> u64 {
-        let by_count = self.head.saturating_sub(queue);
-        let by_time = match now.checked_sub(self.min_lag) {
+    fn live_edge(&self, queue: u64) -> u64 {
+        self.head.saturating_sub(queue).min(self.time_edge)
+    }
+
+    /// Moves the edge by time to `now` (see [`Ring::time_edge`]).
+    fn update_time_edge(&mut self, now: Instant) {
+        self.time_edge = match now.checked_sub(self.min_lag) {
             Some(cutoff) => {
                 let young = self
                     .chunks
@@ -174,13 +182,12 @@ impl Ring {
             }
             None => 0,
         };
-        by_count.min(by_time)
     }
 
     /// [`Ring::live_edge`], but not before what the ring still holds (a
     /// reload may have shrunk it).
-    fn oldest_allowed(&self, queue: u64, now: Instant) -> u64 {
-        self.live_edge(queue, now).max(self.oldest_kept())
+    fn oldest_allowed(&self, queue: u64) -> u64 {
+        self.live_edge(queue).max(self.oldest_kept())
     }
 }
 
@@ -236,6 +243,7 @@ impl Hub {
                 clients: Vec::new(),
                 last_sweep: Instant::now(),
                 min_lag: MIN_LAG,
+                time_edge: 0,
             }),
             queue_packets: AtomicU64::new(queue_packets.max(1) as u64),
             wake: watch::Sender::new(()),
@@ -278,6 +286,7 @@ impl Hub {
                 published: now,
             });
             marks.for_each(|mark| ring.starts.mark(mark));
+            ring.update_time_edge(now);
             ring.starts.set_keyed(inspector.keyed().is_some());
             if now.duration_since(ring.last_sweep) >= SWEEP_INTERVAL {
                 self.sweep(&mut ring, now);
@@ -285,7 +294,7 @@ impl Hub {
             // Keep what the slowest allowed client may still need, and the
             // packets since the latest random access point.
             let head = ring.head;
-            let mut oldest_needed = ring.live_edge(self.queue_packets.load(Ordering::Relaxed), now);
+            let mut oldest_needed = ring.live_edge(self.queue_packets.load(Ordering::Relaxed));
             if let Some(start) = ring.starts.oldest_needed(head) {
                 oldest_needed = oldest_needed.min(start);
             }
@@ -349,7 +358,7 @@ impl Hub {
                 return false;
             };
             let mut cursor = cursor.lock().unwrap();
-            cursor.settle(ring, &self.counters, now);
+            cursor.settle(ring, &self.counters);
             if cursor.polls != client.seen_polls {
                 client.seen_polls = cursor.polls;
                 client.idle_since = None;
@@ -377,7 +386,9 @@ impl Hub {
 
     /// Changes the least lag allowed by time (tests of the count rule).
     pub fn set_min_lag(&self, lag: Duration) {
-        self.ring.lock().unwrap().min_lag = lag;
+        let mut ring = self.ring.lock().unwrap();
+        ring.min_lag = lag;
+        ring.update_time_edge(Instant::now());
     }
 
     /// A new client. With instant start, it receives the tables and the
@@ -627,7 +638,7 @@ impl Subscriber {
     pub fn dropped_packets(&self) -> u64 {
         let ring = self.hub.ring.lock().unwrap();
         let mut cursor = self.lock_cursor();
-        cursor.settle(&ring, &self.hub.counters, Instant::now());
+        cursor.settle(&ring, &self.hub.counters);
         cursor.dropped_packets
     }
 
@@ -665,12 +676,12 @@ impl Cursor {
     /// live client skips to the oldest packet it may still have (or, with
     /// instant start, waits for the next start point), a waiting one loses
     /// everything before the next start point.
-    fn settle(&mut self, ring: &Ring, counters: &StreamCounters, now: Instant) {
+    fn settle(&mut self, ring: &Ring, counters: &StreamCounters) {
         if ring.closed || ring.epoch != self.epoch {
             return;
         }
         let oldest_allowed = match self.mode {
-            Mode::Live => ring.oldest_allowed(self.queue_packets, now),
+            Mode::Live => ring.oldest_allowed(self.queue_packets),
             Mode::CatchingUp => ring.oldest_kept(),
             Mode::Waiting {
                 counts_loss: true, ..
@@ -695,10 +706,10 @@ impl Cursor {
             self.mode = Mode::Waiting {
                 counts_loss: true,
                 since: self.next_packet,
-                started: now,
+                started: Instant::now(),
             };
             self.skip = None;
-            self.settle(ring, counters, now);
+            self.settle(ring, counters);
             return;
         }
         self.count_loss(oldest_allowed - self.next_packet, counters);
@@ -711,10 +722,9 @@ impl Cursor {
         if ring.closed || ring.epoch != self.epoch {
             return Next::Closed;
         }
-        let now = Instant::now();
         if let Mode::Live | Mode::CatchingUp = self.mode {
             // Fell too far behind: skip (or wait for a start point).
-            self.settle(ring, counters, now);
+            self.settle(ring, counters);
         }
         if let Mode::Waiting {
             counts_loss,
@@ -738,7 +748,7 @@ impl Cursor {
                 {
                     self.mode = Mode::Live;
                     if counts_loss {
-                        let live = ring.oldest_allowed(self.queue_packets, now);
+                        let live = ring.oldest_allowed(self.queue_packets);
                         if self.next_packet < live {
                             self.count_loss(live - self.next_packet, counters);
                             self.next_packet = live;
@@ -749,7 +759,7 @@ impl Cursor {
                 }
                 None => {
                     if counts_loss {
-                        self.settle(ring, counters, now);
+                        self.settle(ring, counters);
                     } else {
                         self.next_packet = ring.head;
                     }
@@ -763,9 +773,7 @@ impl Cursor {
         if self.next_packet >= ring.head {
             return Next::Empty;
         }
-        if self.mode == Mode::CatchingUp
-            && self.next_packet >= ring.live_edge(self.queue_packets, now)
-        {
+        if self.mode == Mode::CatchingUp && self.next_packet >= ring.live_edge(self.queue_packets) {
             self.mode = Mode::Live;
         }
         // Packets of units begun before this client's start point.
