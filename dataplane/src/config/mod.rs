@@ -714,6 +714,15 @@ mod tests {
     }
 
     #[test]
+    fn buffer_settings_that_cannot_work_are_warned_about() {
+        let config = Config::parse(r#"{"flushms": 1000, "outputbuffer": 20}"#).unwrap();
+        let warned: Vec<String> = config.warnings().iter().map(|w| w.path.clone()).collect();
+        assert_eq!(warned, ["flushms", "outputbuffer"]);
+        let config = Config::parse(r#"{"flushms": 999, "outputbuffer": 28}"#).unwrap();
+        assert!(config.warnings().is_empty());
+    }
+
+    #[test]
     fn a_placeholder_with_a_value_where_it_means_nothing_is_warned_about() {
         let config = Config::parse(
             r#"{"resources": [
