@@ -193,6 +193,12 @@ pub struct Limits {
     /// past it its new ones are refused as past the hard limit. 0 = none.
     /// Behind a load balancer or ingress, see `service.trustedProxies`.
     pub max_connections_per_client: u32,
+    /// A stream client that has packets waiting and reads none for this
+    /// many seconds is disconnected (its connection reset, which frees the
+    /// kernel send buffer it holds). 0 = never; unset = the data plane's
+    /// default, 30.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stall_timeout_seconds: Option<u32>,
 }
 
 impl Default for Limits {
@@ -201,6 +207,7 @@ impl Default for Limits {
             soft_connections: 800,
             max_connections: 1000,
             max_connections_per_client: 0,
+            stall_timeout_seconds: None,
         }
     }
 }

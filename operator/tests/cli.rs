@@ -41,6 +41,12 @@ fn the_crd_documents_its_fields_and_carries_the_validations() {
         .unwrap()
         .contains("full"));
     assert_eq!(limits["softConnections"]["default"], 800);
+    let stall = &limits["stallTimeoutSeconds"];
+    assert_eq!(
+        (stall["type"].as_str(), stall["minimum"].as_f64()),
+        (Some("integer"), Some(0.0))
+    );
+    assert!(stall["description"].as_str().unwrap().contains("0 = never"));
     let rules: Vec<&str> = spec["x-kubernetes-validations"]
         .as_sequence()
         .unwrap()

@@ -144,6 +144,11 @@ fn config_with(
             spec.limits.max_connections as usize
         },
         draintime: u64::from(spec.pods.drain_seconds),
+        // Origins too: an edge that stalls is cut, and fails over.
+        stalltimeout: spec
+            .limits
+            .stall_timeout_seconds
+            .map_or(Config::default().stalltimeout, u64::from),
         // Viewers reach the edges only: the origins' clients are edges,
         // over plain HTTP inside the cluster.
         tlslisten: tls.map(|_| format!(":{HTTPS_PORT}")).unwrap_or_default(),

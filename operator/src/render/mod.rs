@@ -1058,6 +1058,36 @@ mod tests {
     }
 
     #[test]
+    fn the_stall_timeout_reaches_edges_and_origins_and_unset_is_the_data_planes() {
+        // As the pods read it.
+        let read = |rendered: &crate::render::Rendered| -> (Config, Option<Config>) {
+            let json = |map: &k8s_openapi::api::core::v1::ConfigMap| -> Config {
+                serde_json::from_str(&map.data.as_ref().unwrap()["restreamer.json"]).unwrap()
+            };
+            (
+                json(&rendered.config_map),
+                rendered.origin.as_ref().map(|o| json(&o.config_map)),
+            )
+        };
+        let (config, _) = read(&render(&minimal(), "img:1").unwrap());
+        assert_eq!(config.stalltimeout, 30, "the data plane's default");
+        let (config, _) = read(&render(&good(), "img:1").unwrap());
+        assert_eq!(config.stalltimeout, 60, "instance-good.yaml");
+
+        for (set, expected) in [(Some(0), 0), (Some(120), 120), (None, 30)] {
+            let mut tiered = tiered();
+            tiered.spec.limits.stall_timeout_seconds = set;
+            let (edge, origin) = read(&render(&tiered, "img:1").unwrap());
+            let origin = origin.expect("tiered renders origins");
+            assert_eq!(
+                (edge.stalltimeout, origin.stalltimeout),
+                (expected, expected),
+                "stallTimeoutSeconds {set:?}"
+            );
+        }
+    }
+
+    #[test]
     fn tls_serves_viewers_https_from_the_secret_on_a_second_service_port() {
         let rendered = render(&good(), "img:1").unwrap();
         let config = &rendered.config;
