@@ -172,7 +172,7 @@ impl Metrics {
             ),
             tasks: gauge(
                 "restreamer_tasks",
-                "Tokio tasks alive: about one per client, source and connection; growth with a steady load is a leak.",
+                "Tokio tasks alive: one per source, writer shard and connection served by hyper (plain HTTP/1 stream clients have none); growth with a steady load is a leak.",
             ),
             log_lines_dropped: add(
                 &registry,
