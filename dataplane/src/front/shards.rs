@@ -340,10 +340,12 @@ impl Future for Shard {
             match shard.inbox.poll_recv(cx) {
                 Poll::Ready(Some(Message::Client(client))) => {
                     let mut client = *client;
-                    // Its head (and what the stream has) goes out at once.
+                    // Listening to its hub first, so that a publish from
+                    // here on wakes this task; then its head (and what the
+                    // stream has) goes out at once.
+                    let hub = Arc::clone(client.hub());
+                    let group = shard.group_of(&hub);
                     if client.serve(cx) == Served::Stays {
-                        let hub = Arc::clone(client.hub());
-                        let group = shard.group_of(&hub);
                         group.blocked += usize::from(client.blocked);
                         group.clients.push(client);
                     }
