@@ -61,29 +61,6 @@ async fn a_client_that_keeps_up_loses_nothing_when_the_upstream_comes_in_bursts(
     );
 }
 
-/// `restreamer_packets_dropped_total` of the stream, from the metrics.
-async fn dropped_total(proxy: &Proxy) -> u64 {
-    let text = Client::get(&proxy.url("/metrics")).await.text().await;
-    text.lines()
-        .filter(|line| line.starts_with("restreamer_packets_dropped_total"))
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
-}
-
-/// A client that sends its request and never reads, with a small receive
-/// buffer so that it stalls soon.
-async fn stalled_client(proxy: &Proxy) -> Client {
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let stream = socket
-        .connect(proxy.address.parse().unwrap())
-        .await
-        .unwrap();
-    let client = Client::request_on(stream, "GET", &proxy.url("/stream")).await;
-    assert_eq!(client.status, 200);
-    client
-}
-
 fn config_with_metrics(upstream: &TcpUpstream, stalltimeout: u64) -> serde_json::Value {
     let mut config = stream_config(&[upstream.url()]);
     config["stalltimeout"] = json!(stalltimeout);
@@ -104,7 +81,7 @@ async fn a_stalled_clients_loss_is_counted_while_it_stays_connected() {
     config.as_object_mut().unwrap().remove("stalltimeout");
     let proxy = Proxy::start(config);
     proxy.wait_for_event("upstream-connect", 1).await;
-    let _stalled = stalled_client(&proxy).await;
+    let _stalled = proxy.stalled_client("/stream", 4096).await;
 
     // At least 5 s of the stream (10,000 packets) must be counted as lost
     // within 20 s, while the client is still connected.
@@ -112,7 +89,7 @@ async fn a_stalled_clients_loss_is_counted_while_it_stays_connected() {
     let mut dropped = 0;
     while dropped < 10_000 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        dropped = dropped_total(&proxy).await;
+        dropped = proxy.metric("restreamer_packets_dropped_total").await as u64;
     }
     assert!(
         dropped >= 10_000,
@@ -129,7 +106,7 @@ async fn a_client_stalled_past_stalltimeout_is_cut_off_and_its_loss_logged() {
     let upstream = TcpUpstream::start(0x100, 20_000).await;
     let proxy = Proxy::start(config_with_metrics(&upstream, 2));
     proxy.wait_for_event("upstream-connect", 1).await;
-    let mut stalled = stalled_client(&proxy).await;
+    let mut stalled = proxy.stalled_client("/stream", 4096).await;
     let mut reader = Client::get(&proxy.url("/stream")).await;
 
     // The reader keeps reading while the stalled client is cut off.

@@ -500,14 +500,7 @@ async fn a_viewer_that_fell_behind_resumes_on_a_keyframe_with_fresh_tables() {
     let proxy = play(kind, serde_json::json!({"outputbuffer": 100}));
     wait_live(&proxy).await;
     // A small receive buffer, so that a stall soon shows at the proxy.
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(2048).unwrap();
-    let stream = socket
-        .connect(proxy.address.parse().unwrap())
-        .await
-        .unwrap();
-    let mut client = Client::request_on(stream, "GET", &proxy.url("/stream")).await;
-    assert_eq!(client.status, 200);
+    let mut client = proxy.stalled_client("/stream", 2048).await;
     let mut received = client.read_for(Duration::from_millis(1500)).await;
     // 10 s of a 2 Mbit/s stream: more than the kernel's socket buffers and
     // the second of lag a viewer is allowed.

@@ -32,18 +32,6 @@ fn writers(proxy: &Proxy) -> Vec<String> {
         .collect()
 }
 
-/// A value of the metrics, summed over its series.
-async fn metric(proxy: &Proxy, name: &str) -> f64 {
-    let text = Client::get(&proxy.url("/metrics")).await.text().await;
-    text.lines()
-        .filter(|line| {
-            line.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
-        })
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plain_http1_viewers_are_written_by_shards_and_lose_nothing() {
     let upstream = TcpUpstream::start(0x100, 4_000).await;
@@ -125,14 +113,7 @@ async fn a_stalled_socket_costs_only_itself() {
     let upstream = TcpUpstream::start(0x100, 10_000).await;
     let proxy = Proxy::start(config(&upstream));
     proxy.wait_for_event("upstream-connect", 2).await;
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let socket = socket
-        .connect(proxy.address.parse().unwrap())
-        .await
-        .unwrap();
-    let stalled = Client::request_on(socket, "GET", &proxy.url("/stream")).await;
-    assert_eq!(stalled.status, 200);
+    let stalled = proxy.stalled_client("/stream", 4096).await;
     let mut viewers = Vec::new();
     for _ in 0..10 {
         viewers.push(Client::get(&proxy.url("/stream")).await);
@@ -153,7 +134,7 @@ async fn a_stalled_socket_costs_only_itself() {
         );
     }
     assert!(
-        metric(&proxy, "restreamer_packets_dropped_total").await > 5_000.0,
+        proxy.metric("restreamer_packets_dropped_total").await > 5_000.0,
         "the stalled client's loss is not counted"
     );
     drop(stalled);
@@ -195,8 +176,8 @@ async fn a_viewer_that_goes_frees_its_place_at_once() {
 /// Open descriptors and tasks of the proxy, from its metrics.
 async fn descriptors_and_tasks(proxy: &Proxy) -> (f64, f64) {
     (
-        metric(proxy, "process_open_fds").await,
-        metric(proxy, "restreamer_tasks").await,
+        proxy.metric("process_open_fds").await,
+        proxy.metric("restreamer_tasks").await,
     )
 }
 
@@ -253,7 +234,7 @@ async fn ten_thousand_connects_and_disconnects_leave_descriptors_and_tasks_where
         before.1,
         after.1
     );
-    assert_eq!(metric(&proxy, "restreamer_connections").await, 0.0);
+    assert_eq!(proxy.metric("restreamer_connections").await, 0.0);
     proxy.settle().await;
     assert_eq!(proxy.events("client-stopped").len(), 10_000);
 }

@@ -105,24 +105,7 @@ async fn stalled_client_loses_packets_and_does_not_slow_others() {
     let proxy = Proxy::start(config);
     proxy.wait_for_event("upstream-connect", 1).await;
 
-    let socket = {
-        let socket =
-            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-        socket.set_recv_buffer_size(4096).unwrap();
-        socket
-            .connect(
-                &proxy
-                    .address
-                    .parse::<std::net::SocketAddr>()
-                    .unwrap()
-                    .into(),
-            )
-            .unwrap();
-        socket.set_nonblocking(true).unwrap();
-        tokio::net::TcpStream::from_std(socket.into()).unwrap()
-    };
-    let mut stalled = Client::request_on(socket, "GET", &proxy.url("/stream")).await;
-    assert_eq!(stalled.status, 200);
+    let mut stalled = proxy.stalled_client("/stream", 4096).await;
     let mut fast = Client::get(&proxy.url("/stream")).await;
 
     // The fast client reads for 3 s while the stalled one reads nothing.

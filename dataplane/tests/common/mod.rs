@@ -143,6 +143,30 @@ impl Proxy {
 }
 
 impl Proxy {
+    /// A client of `path` that never reads, with a small receive buffer
+    /// (`recv_buffer` bytes) so that the proxy sees it stall soon.
+    pub async fn stalled_client(&self, path: &str, recv_buffer: u32) -> Client {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(recv_buffer).unwrap();
+        let stream = socket.connect(self.address.parse().unwrap()).await.unwrap();
+        let client = Client::request_on(stream, "GET", &self.url(path)).await;
+        assert_eq!(client.status, 200, "{path}");
+        client
+    }
+
+    /// A value of the Prometheus metrics served at `/metrics`, summed over
+    /// its series.
+    pub async fn metric(&self, name: &str) -> f64 {
+        let text = Client::get(&self.url("/metrics")).await.text().await;
+        text.lines()
+            .filter(|line| {
+                line.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+            })
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
     /// Stops the proxy with SIGTERM and waits for it to exit.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         self.signal(libc::SIGTERM);
