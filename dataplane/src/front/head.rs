@@ -105,7 +105,9 @@ impl Head {
             .headers()
             .get_all(http::header::CONNECTION)
             .iter()
-            .any(|value| value.as_bytes().eq_ignore_ascii_case(b"close"));
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .any(|token| token.trim().eq_ignore_ascii_case("close"));
         if self.chunked() {
             if close {
                 head.push_str("Connection: close\r\n");
@@ -155,7 +157,7 @@ mod tests {
 
     #[test]
     fn the_response_head_is_what_hyper_writes() {
-        let head = parse(b"GET /s HTTP/1.1\r\nConnection: close\r\n\r\n").unwrap();
+        let head = parse(b"GET /s HTTP/1.1\r\nConnection: keep-alive, Close\r\n\r\n").unwrap();
         let text = String::from_utf8(head.stream_response().to_vec()).unwrap();
         assert!(text.starts_with("HTTP/1.1 200 OK\r\nContent-Type: video/mpeg\r\nLast-Modified: "));
         assert!(text.contains(

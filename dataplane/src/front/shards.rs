@@ -30,7 +30,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::task::AtomicWaker;
@@ -47,6 +47,9 @@ const MAX_SLICES: usize = 64;
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 /// The last chunk of a chunked body.
 const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
+/// How long a client blocked when its stream ends may take to unblock and
+/// be given the end, before it is cut off.
+const ENDED_GRACE: Duration = Duration::from_secs(1);
 
 /// The writer shards of a server.
 #[derive(Debug)]
@@ -111,6 +114,8 @@ pub struct ShardClient {
     written: usize,
     /// The socket would block: wait until it is writable.
     blocked: bool,
+    /// Since when it has been blocked without taking anything.
+    blocked_since: Option<Instant>,
     /// The stream has ended for it: what is in `out` is the last.
     ending: bool,
 }
@@ -139,6 +144,7 @@ impl ShardClient {
             out: VecDeque::from([head]),
             written: 0,
             blocked: false,
+            blocked_since: None,
             ending: false,
         };
         if let Some(preamble) = preamble {
@@ -201,9 +207,13 @@ impl ShardClient {
             }
             match self.socket.try_write_vectored(&slices[..count]) {
                 Ok(0) => return Served::Ends,
-                Ok(n) => self.advance(n),
+                Ok(n) => {
+                    self.blocked_since = None;
+                    self.advance(n);
+                }
                 Err(error) if error.kind() == ErrorKind::WouldBlock => {
                     self.blocked = true;
+                    self.blocked_since.get_or_insert_with(Instant::now);
                     return Served::Stays;
                 }
                 Err(error) if error.kind() == ErrorKind::Interrupted => {}
@@ -266,6 +276,24 @@ impl ShardClient {
                 Err(_) => return true,
             }
         }
+    }
+
+    /// Whether it is to be cut off: its socket has taken nothing for the
+    /// stall limit, or for a moment after its stream ended (it cannot be
+    /// given the end). The hub also marks stalled clients, but only while
+    /// the stream goes on.
+    fn stuck(&self) -> bool {
+        let Some(since) = self.blocked_since else {
+            return false;
+        };
+        let blocked = since.elapsed();
+        let subscriber = &self.client.subscriber;
+        subscriber.is_stalled()
+            || self
+                .hub()
+                .stall_limit()
+                .is_some_and(|limit| blocked >= limit)
+            || (blocked >= ENDED_GRACE && subscriber.is_ended())
     }
 
     /// Ends a client the hub has marked stalled, with a reset.
@@ -368,13 +396,18 @@ impl Future for Shard {
             }
             group.clients.retain_mut(|client| {
                 if sweep {
-                    if client.client.subscriber.is_stalled() {
+                    if client.stuck() {
                         client.cut_stalled();
                         return false;
                     }
                     if client.peer_closed(cx) {
                         return false;
                     }
+                }
+                // Woken for another hub or a socket: only the blocked ones
+                // may have something to do.
+                if !published && !sweep && !client.blocked {
+                    return true;
                 }
                 client.serve(cx) == Served::Stays
             });
@@ -400,6 +433,24 @@ mod tests {
             .await
             .unwrap();
         let (server, _) = listener.accept().await.unwrap();
+        (server, client)
+    }
+
+    /// A pair whose client never reads, with buffers so small on both
+    /// sides that the server's socket is soon full, whatever the host's
+    /// TCP memory settings.
+    async fn stalled_pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let client = socket
+            .connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        socket2::SockRef::from(&server)
+            .set_send_buffer_size(4096)
+            .unwrap();
         (server, client)
     }
 
@@ -489,8 +540,7 @@ mod tests {
         hub.set_min_lag(Duration::ZERO);
         let limits = ConnectionLimits::new(0, 0, None);
         let shards = Shards::start(1);
-        let (server, _stalled) = pair().await;
-        let _ = server.set_nodelay(true);
+        let (server, _stalled) = stalled_pair().await;
         shards.add(shard_client(server, &hub, &limits));
         let (server, mut reader) = pair().await;
         shards.add(shard_client(server, &hub, &limits));
@@ -525,6 +575,51 @@ mod tests {
         assert!(
             hub.counters.packets_dropped.load(Ordering::Relaxed) > 0,
             "the stalled client lost nothing"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_blocked_client_of_a_stream_that_ends_is_cut_off() {
+        let hub = Hub::new(100);
+        hub.set_min_lag(Duration::ZERO);
+        let limits = ConnectionLimits::new(0, 0, None);
+        let shards = Shards::start(1);
+        let (server, _stalled) = stalled_pair().await;
+        shards.add(shard_client(server, &hub, &limits));
+        for _ in 0..200 {
+            hub.publish(packets(50));
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        assert_eq!(limits.connected(), 1);
+        // The stream is removed; no packet will come again.
+        hub.close();
+        tokio::time::sleep(ENDED_GRACE + SWEEP_INTERVAL * 2).await;
+        assert_eq!(
+            limits.connected(),
+            0,
+            "a blocked client of an ended stream kept its socket and permit"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_client_blocked_past_the_stall_limit_is_cut_off_even_on_a_silent_stream() {
+        let hub = Hub::new(100);
+        hub.set_min_lag(Duration::ZERO);
+        hub.set_stall_limit(Duration::from_secs(1));
+        let limits = ConnectionLimits::new(0, 0, None);
+        let shards = Shards::start(1);
+        let (server, _stalled) = stalled_pair().await;
+        shards.add(shard_client(server, &hub, &limits));
+        for _ in 0..200 {
+            hub.publish(packets(50));
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        // The upstream goes silent: the hub's sweep no longer runs.
+        tokio::time::sleep(Duration::from_secs(1) + SWEEP_INTERVAL * 2).await;
+        assert_eq!(
+            limits.connected(),
+            0,
+            "a client blocked past the stall limit stayed"
         );
     }
 }

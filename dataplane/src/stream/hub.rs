@@ -36,7 +36,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -348,10 +348,7 @@ impl Hub {
     /// limit while the stream went on.
     fn sweep(&self, ring: &mut Ring, now: Instant) {
         ring.last_sweep = now;
-        let stall_limit = match self.stall_limit_ms.load(Ordering::Relaxed) {
-            0 => None,
-            ms => Some(Duration::from_millis(ms)),
-        };
+        let stall_limit = self.stall_limit();
         let mut clients = std::mem::take(&mut ring.clients);
         clients.retain_mut(|client| {
             let Some(cursor) = client.cursor.upgrade() else {
@@ -457,14 +454,29 @@ impl Hub {
 
     /// Ends the stream of every current subscriber; later ones are served.
     pub fn disconnect_all(&self) {
-        self.ring.lock().unwrap().epoch += 1;
+        let mut ring = self.ring.lock().unwrap();
+        ring.epoch += 1;
+        signal_if_not_ended(&ring);
+        drop(ring);
         self.wake_subscribers();
     }
 
     /// Ends every subscriber's stream, now and for subscribers to come.
     pub fn close(&self) {
-        self.ring.lock().unwrap().closed = true;
+        let mut ring = self.ring.lock().unwrap();
+        ring.closed = true;
+        signal_if_not_ended(&ring);
+        drop(ring);
         self.wake_subscribers();
+    }
+
+    /// How long a client may not ask for packets while the stream goes on
+    /// before it is marked stalled; `None` = never.
+    pub fn stall_limit(&self) -> Option<Duration> {
+        match self.stall_limit_ms.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(Duration::from_millis(ms)),
+        }
     }
 
     pub fn is_closed(&self) -> bool {
@@ -535,6 +547,34 @@ impl Hub {
     pub fn subscribers(&self) -> usize {
         self.wake.receiver_count()
     }
+}
+
+/// How long a client whose stream has ended may take to notice it before
+/// its [`StallSignal`] is notified (its socket is full: it cannot be told).
+const ENDED_GRACE: Duration = Duration::from_secs(5);
+
+/// After [`ENDED_GRACE`], notifies the stall signal of every client of
+/// `ring` that is still there: the stream ended for them (the hub closed or
+/// disconnected them), but they have not taken the end. No more packets
+/// will come to mark them stalled.
+fn signal_if_not_ended(ring: &Ring) {
+    let clients: Vec<Weak<Mutex<Cursor>>> = ring
+        .clients
+        .iter()
+        .map(|client| Weak::clone(&client.cursor))
+        .collect();
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    runtime.spawn(async move {
+        tokio::time::sleep(ENDED_GRACE).await;
+        for cursor in clients.iter().filter_map(Weak::upgrade) {
+            let cursor = cursor.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(signal) = &cursor.stall_signal {
+                signal.0.notify_one();
+            }
+        }
+    });
 }
 
 /// One client's view of a hub: a cursor into its ring.
@@ -629,14 +669,18 @@ impl Subscriber {
         next
     }
 
+    /// This client's cursor. A panic that poisoned it cannot have left it
+    /// worse than a count off: the client can still be ended and logged.
     fn lock_cursor(&self) -> MutexGuard<'_, Cursor> {
-        self.cursor.lock().unwrap()
+        self.cursor.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Packets this client has lost because it fell behind, up to now
     /// (what it can no longer get is counted, even if it was not polled).
+    /// Called when a client leaves, also after a panic: it does not panic
+    /// on a poisoned lock.
     pub fn dropped_packets(&self) -> u64 {
-        let ring = self.hub.ring.lock().unwrap();
+        let ring = self.hub.ring.lock().unwrap_or_else(PoisonError::into_inner);
         let mut cursor = self.lock_cursor();
         cursor.settle(&ring, &self.hub.counters);
         cursor.dropped_packets
@@ -646,6 +690,13 @@ impl Subscriber {
     /// went on (see [`Hub::set_stall_limit`]).
     pub fn is_stalled(&self) -> bool {
         self.lock_cursor().stalled
+    }
+
+    /// The stream has ended for it (the hub closed, or disconnected it):
+    /// once it asks for packets it gets the end.
+    pub fn is_ended(&self) -> bool {
+        let ring = self.hub.ring.lock().unwrap_or_else(PoisonError::into_inner);
+        ring.closed || ring.epoch != self.lock_cursor().epoch
     }
 
     /// Has `signal` notified when this client is marked stalled.
@@ -686,13 +737,15 @@ impl Cursor {
             Mode::Waiting {
                 counts_loss: true, ..
             } => {
-                // Nothing at or after the cursor to resume on yet: all of it
-                // is lost (the next start point comes later).
-                if ring.starts.at_or_after(self.next_packet).is_none()
-                    && self.next_packet < ring.head
-                {
-                    self.count_loss(ring.head - self.next_packet, counters);
-                    self.next_packet = ring.head;
+                // What comes before the start point it will resume on is
+                // lost; with none in the ring yet, all of it is.
+                let resume = ring
+                    .starts
+                    .at_or_after(self.next_packet)
+                    .map_or(ring.head, |start| start.position);
+                if self.next_packet < resume {
+                    self.count_loss(resume - self.next_packet, counters);
+                    self.next_packet = resume;
                 }
                 return;
             }
@@ -988,6 +1041,31 @@ mod tests {
         assert!(not_signalled.is_err(), "a reading client was signalled");
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_does_not_take_the_end_of_its_stream_is_signalled() {
+        let hub = Hub::new(10);
+        let stuck = hub.subscribe();
+        let signal = StallSignal::default();
+        stuck.notify_on_stall(signal.clone());
+        let mut taking = hub.subscribe();
+        let taking_signal = StallSignal::default();
+        taking.notify_on_stall(taking_signal.clone());
+        hub.close();
+        assert!(taking.next().await.is_none());
+        drop(taking);
+        let signalled = tokio::time::timeout(2 * ENDED_GRACE, signal.0.notified()).await;
+        assert!(
+            signalled.is_ok(),
+            "a client that never took the end was not signalled"
+        );
+        let not_signalled =
+            tokio::time::timeout(Duration::from_millis(10), taking_signal.0.notified()).await;
+        assert!(
+            not_signalled.is_err(),
+            "a client that took the end was signalled"
+        );
+    }
+
     #[tokio::test]
     async fn subscribers_are_counted_while_they_live() {
         let hub = Hub::new(10);
@@ -1110,6 +1188,38 @@ mod tests {
                 12,
                 "the P frames and the tables in the stream"
             );
+        }
+
+        #[tokio::test]
+        async fn a_stalled_subscribers_loss_is_counted_without_it_asking() {
+            let hub = hub(2, 1 << 20);
+            hub.set_min_lag(Duration::ZERO);
+            let mut stream = stream();
+            hub.publish(stream.bytes().into());
+            let mut subscriber = hub.subscribe();
+            while subscriber
+                .next()
+                .now_or_never()
+                .is_some_and(|d| d.is_some())
+            {}
+            // It never asks again: three GOPs of 14 packets go by.
+            for _ in 0..3 {
+                stream.packets.clear();
+                for _ in 0..10 {
+                    stream.pes(VIDEO, P_FRAME, false);
+                }
+                stream.pat();
+                stream.pmt(&[(0x1B, VIDEO), (0x0F, AUDIO)]);
+                stream.pes(VIDEO, IDR, false);
+                stream.pes(VIDEO, P_FRAME, false);
+                for packet in &stream.packets {
+                    hub.publish(Bytes::copy_from_slice(packet));
+                }
+            }
+            // What the access log says when it leaves, and the metric.
+            let lost = subscriber.dropped_packets();
+            assert!(lost >= 2 * 14 + 12, "lost {lost}");
+            assert_eq!(hub.counters.packets_dropped.load(Ordering::Relaxed), lost);
         }
 
         #[tokio::test]
