@@ -106,6 +106,65 @@ async fn a_stream_request_after_another_on_one_connection_is_served_by_hyper() {
     assert_eq!(writers(&proxy), ["hyper"]);
 }
 
+/// The response head on `socket` after `request`, with the dates blanked.
+async fn head_after(socket: &mut tokio::net::TcpStream, request: &[u8]) -> String {
+    socket.write_all(request).await.unwrap();
+    let mut got = Vec::new();
+    let mut byte = [0u8; 1];
+    while !got.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(5), socket.read(&mut byte))
+            .await
+            .expect("a response head in 5 s")
+            .unwrap();
+        assert!(n > 0, "closed");
+        got.push(byte[0]);
+    }
+    String::from_utf8(got)
+        .unwrap()
+        .lines()
+        .map(|line| match line.split_once(": ") {
+            Some((name @ ("Date" | "Last-Modified"), _)) => format!("{name}: *"),
+            _ => line.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_answers_with_the_head_hyper_writes() {
+    let upstream = TcpUpstream::start(0x100, 2_000).await;
+    let proxy = Proxy::start(config(&upstream));
+    proxy.wait_for_event("upstream-connect", 2).await;
+    for request in [
+        &b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n"[..],
+        b"GET /stream HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, close\r\n\r\n",
+        b"GET /stream HTTP/1.0\r\n\r\n",
+    ] {
+        // First on its connection: a shard's.
+        let mut socket = connect(&proxy.url("/")).await;
+        let shard = head_after(&mut socket, request).await;
+        // After another request on one connection: hyper's.
+        let mut socket = connect(&proxy.url("/")).await;
+        let version = &request[12..20];
+        let mut health = b"GET /health ".to_vec();
+        health.extend_from_slice(version);
+        health.extend_from_slice(b"\r\nHost: x\r\nConnection: keep-alive\r\n\r\n");
+        let _ = head_after(&mut socket, &health).await;
+        let mut body = vec![0u8; 4096];
+        let _ = tokio::time::timeout(Duration::from_millis(200), socket.read(&mut body)).await;
+        let hyper = head_after(&mut socket, request).await;
+        assert_eq!(shard, hyper, "{}", String::from_utf8_lossy(request));
+        assert!(shard.contains("Content-Type: video/mpeg"));
+        let close = request.windows(5).any(|w| w == b"close");
+        assert_eq!(shard.contains("Connection: close"), close, "{shard}");
+    }
+    proxy.settle().await;
+    assert_eq!(
+        writers(&proxy),
+        ["shard", "hyper", "shard", "hyper", "shard", "hyper"]
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_socket_costs_only_itself() {
     // 15 Mbit/s; one client never reads, with a small receive buffer: in

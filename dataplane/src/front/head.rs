@@ -155,6 +155,8 @@ mod tests {
         }
     }
 
+    /// The same as hyper's, byte for byte but the dates, is held end to end
+    /// by `tests/shards.rs` `a_shard_answers_with_the_head_hyper_writes`.
     #[test]
     fn the_response_head_is_what_hyper_writes() {
         let head = parse(b"GET /s HTTP/1.1\r\nConnection: keep-alive, Close\r\n\r\n").unwrap();
