@@ -25,7 +25,7 @@
 
 use std::collections::VecDeque;
 use std::future::Future;
-use std::io::{ErrorKind, IoSlice};
+use std::io::{ErrorKind, IoSlice, Write};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -109,7 +109,7 @@ pub struct ShardClient {
     /// HTTP/1.1: every run is sent as a chunk.
     chunked: bool,
     /// What is to be written, in order: the response head, then runs.
-    out: VecDeque<Bytes>,
+    out: VecDeque<Piece>,
     /// Bytes of the first buffer of `out` already written.
     written: usize,
     /// The socket would block: wait until it is writable.
@@ -118,6 +118,33 @@ pub struct ShardClient {
     blocked_since: Option<Instant>,
     /// The stream has ended for it: what is in `out` is the last.
     ending: bool,
+}
+
+/// One buffer of what is to be written to a client: stream data shared
+/// with the ring, or a chunk's size line, kept inline so that framing a
+/// run allocates nothing.
+#[derive(Debug)]
+enum Piece {
+    Shared(Bytes),
+    ChunkSize { text: [u8; 18], len: u8 },
+}
+
+impl Piece {
+    /// `{size:x}\r\n`: at most 16 hexadecimal digits and the line end.
+    fn chunk_size(size: usize) -> Piece {
+        let mut text = [0u8; 18];
+        let mut line = &mut text[..];
+        write!(line, "{size:x}\r\n").expect("18 bytes hold any usize in hex");
+        let len = (18 - line.len()) as u8;
+        Piece::ChunkSize { text, len }
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Piece::Shared(bytes) => bytes,
+            Piece::ChunkSize { text, len } => &text[..usize::from(*len)],
+        }
+    }
 }
 
 /// Whether a client stays after being served.
@@ -141,7 +168,7 @@ impl ShardClient {
             socket,
             client,
             chunked,
-            out: VecDeque::from([head]),
+            out: VecDeque::from([Piece::Shared(head)]),
             written: 0,
             blocked: false,
             blocked_since: None,
@@ -163,12 +190,12 @@ impl ShardClient {
             return;
         }
         if self.chunked {
+            self.out.push_back(Piece::chunk_size(data.len()));
+            self.out.push_back(Piece::Shared(data));
             self.out
-                .push_back(Bytes::from(format!("{:x}\r\n", data.len())));
-            self.out.push_back(data);
-            self.out.push_back(Bytes::from_static(b"\r\n"));
+                .push_back(Piece::Shared(Bytes::from_static(b"\r\n")));
         } else {
-            self.out.push_back(data);
+            self.out.push_back(Piece::Shared(data));
         }
     }
 
@@ -181,7 +208,8 @@ impl ShardClient {
                 Next::Closed => {
                     self.ending = true;
                     if self.chunked {
-                        self.out.push_back(Bytes::from_static(LAST_CHUNK));
+                        self.out
+                            .push_back(Piece::Shared(Bytes::from_static(LAST_CHUNK)));
                     }
                 }
             }
@@ -200,9 +228,9 @@ impl ShardClient {
             }
             let mut slices = [IoSlice::new(&[]); MAX_SLICES];
             let mut count = 0;
-            for (i, buffer) in self.out.iter().take(MAX_SLICES).enumerate() {
+            for (i, piece) in self.out.iter().take(MAX_SLICES).enumerate() {
                 let skip = if i == 0 { self.written } else { 0 };
-                slices[i] = IoSlice::new(&buffer[skip..]);
+                slices[i] = IoSlice::new(&piece.as_slice()[skip..]);
                 count += 1;
             }
             match self.socket.try_write_vectored(&slices[..count]) {
@@ -226,7 +254,7 @@ impl ShardClient {
     /// Drops the `n` bytes just written from `out`.
     fn advance(&mut self, mut n: usize) {
         while n > 0 {
-            let first = self.out[0].len() - self.written;
+            let first = self.out[0].as_slice().len() - self.written;
             if n < first {
                 self.written += n;
                 return;
@@ -477,6 +505,16 @@ mod tests {
             .step_by(crate::stream::align::PACKET_SIZE)
             .for_each(|byte| *byte = 0x47);
         data.into()
+    }
+
+    #[test]
+    fn chunk_size_lines_are_hexadecimal() {
+        assert_eq!(Piece::chunk_size(376).as_slice(), b"178\r\n");
+        assert_eq!(Piece::chunk_size(0).as_slice(), b"0\r\n");
+        assert_eq!(
+            Piece::chunk_size(usize::MAX).as_slice(),
+            b"ffffffffffffffff\r\n"
+        );
     }
 
     #[tokio::test]
