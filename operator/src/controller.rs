@@ -15,15 +15,15 @@ use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, Preconditions};
 use kube::core::{ApiResource, PartialObjectMeta};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{metadata_watcher, watcher, WatchStreamExt};
 use kube::{Client, Resource, ResourceExt};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::crd::{Restream, RestreamStatus};
 use crate::metrics::Metrics;
@@ -51,7 +51,7 @@ pub struct Context {
     pub restreams: OnceLock<Store<Restream>>,
     /// The controller's caches (metadata only) of the HPAs and, with KEDA,
     /// the ScaledObjects in the cluster, once it runs: a Restream without
-    /// one has it deleted only when the cache holds it (see [`may_exist`]),
+    /// one has it deleted only when the cache holds it (see [`cached`]),
     /// not with a DELETE on every reconcile.
     pub autoscalers: OnceLock<Owned<HorizontalPodAutoscaler>>,
     pub scaled_objects: OnceLock<Owned<ScaledObject>>,
@@ -198,26 +198,18 @@ async fn apply(restream: &Restream, ctx: &Context) -> Result<Action, Error> {
     // What the Restream no longer asks for: the HPA when KEDA scales or
     // nothing does (two autoscalers on one Deployment fight), the
     // ScaledObject when KEDA no longer does.
-    if rendered.autoscaler.is_none() && may_exist(ctx.autoscalers.get(), &namespace, &name) {
-        delete_if_present(
-            &ctx.client,
-            &namespace,
-            ApiResource::erase::<HorizontalPodAutoscaler>(&()),
-            &name,
-        )
-        .await?;
+    // Only ones this Restream owns: an HPA of the same name that somebody
+    // made for the Deployment by hand is theirs.
+    let uid = restream.metadata.uid.clone().unwrap_or_default();
+    if rendered.autoscaler.is_none() {
+        let cached = cached(ctx.autoscalers.get(), &namespace, &name, &uid);
+        let resource = ApiResource::erase::<HorizontalPodAutoscaler>(&());
+        delete_if_owned(&ctx.client, &namespace, resource, &name, &uid, cached).await?;
     }
-    if ctx.keda
-        && rendered.scaled_object.is_none()
-        && may_exist(ctx.scaled_objects.get(), &namespace, &name)
-    {
-        delete_if_present(
-            &ctx.client,
-            &namespace,
-            ApiResource::erase::<ScaledObject>(&()),
-            &name,
-        )
-        .await?;
+    if ctx.keda && rendered.scaled_object.is_none() {
+        let cached = cached(ctx.scaled_objects.get(), &namespace, &name, &uid);
+        let resource = ApiResource::erase::<ScaledObject>(&());
+        delete_if_owned(&ctx.client, &namespace, resource, &name, &uid, cached).await?;
     }
 
     let deployment: Deployment = parse(deployment.expect("a Deployment is always rendered"))?;
@@ -275,40 +267,79 @@ async fn apply_manifest(
         .await?)
 }
 
-/// Whether `namespace/name` may exist, by the controller's cache of its
-/// kind: only a cache that has listed once and lacks it says no. Without a
-/// cache (before the controller runs) or before its first list completes
-/// (just after a start), the answer is yes and the DELETE finds out. A
-/// cache that lags behind a new object corrects itself: the object's
+/// What the controller's cache of a kind says of `namespace/name`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cached {
+    /// There, and owned by the Restream.
+    Owned,
+    /// Not there, or somebody else's.
+    NotOurs,
+    /// The cache cannot tell: there is none yet (before the controller
+    /// runs) or it has not seen its first list (just after a start).
+    Unknown,
+}
+
+/// What `cache` says of `namespace/name` for the Restream of uid `owner`.
+/// A cache that lags behind a new object corrects itself: the object's
 /// arrival in the cache triggers its owner's reconcile, and the 60 s
-/// requeue covers one that has no owner.
-fn may_exist<K>(cache: Option<&Owned<K>>, namespace: &str, name: &str) -> bool
+/// requeue covers the rest.
+fn cached<K>(cache: Option<&Owned<K>>, namespace: &str, name: &str, owner: &str) -> Cached
 where
     K: Resource<DynamicType = ()> + Clone + 'static,
 {
     let Some(cache) = cache else {
-        return true;
+        return Cached::Unknown;
     };
     if !matches!(cache.wait_until_ready().now_or_never(), Some(Ok(()))) {
-        return true;
+        return Cached::Unknown;
     }
-    cache.get(&ObjectRef::new(name).within(namespace)).is_some()
+    match cache.get(&ObjectRef::new(name).within(namespace)) {
+        Some(object) if is_owned_by(object.owner_references(), owner) => Cached::Owned,
+        _ => Cached::NotOurs,
+    }
 }
 
-/// Deletes an object the Restream no longer wants; one already gone is fine.
-async fn delete_if_present(
+fn is_owned_by(references: &[OwnerReference], owner: &str) -> bool {
+    !owner.is_empty() && references.iter().any(|reference| reference.uid == owner)
+}
+
+/// Deletes an object the Restream no longer wants, if it owns it; one
+/// already gone is fine. When the cache cannot tell, the object is read
+/// first, and deleted with its uid as a precondition (so that one made
+/// anew meanwhile is not).
+async fn delete_if_owned(
     client: &Client,
     namespace: &str,
     resource: ApiResource,
     name: &str,
+    owner: &str,
+    cached: Cached,
 ) -> Result<(), Error> {
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &resource);
-    match api.delete(name, &DeleteParams::default()).await {
+    let mut params = DeleteParams::default();
+    match cached {
+        Cached::NotOurs => return Ok(()),
+        Cached::Owned => {}
+        Cached::Unknown => {
+            let Some(object) = api.get_opt(name).await? else {
+                return Ok(());
+            };
+            if !is_owned_by(object.owner_references(), owner) {
+                debug!(event = "not-owned", kind = %resource.kind, name, namespace, "left alone: not the Restream's");
+                return Ok(());
+            }
+            params.preconditions = object.uid().map(|uid| Preconditions {
+                uid: Some(uid),
+                resource_version: None,
+            });
+        }
+    }
+    match api.delete(name, &params).await {
         Ok(_) => {
             info!(event = "deleted", kind = %resource.kind, name, namespace);
             Ok(())
         }
-        Err(kube::Error::Api(response)) if response.code == 404 => Ok(()),
+        Err(kube::Error::Api(response)) if matches!(response.code, 404 | 409) => Ok(()),
         Err(error) => Err(error.into()),
     }
 }
@@ -686,6 +717,7 @@ mod tests {
                 .next(|seen| match seen.method {
                     http::Method::POST => (201, seen.body.clone()),
                     http::Method::DELETE => (404, not_found()),
+                    http::Method::GET => (200, owned_object(&seen.path)),
                     _ if seen.path.ends_with("/status") => {
                         (200, serde_json::to_value(restream).unwrap())
                     }
@@ -755,14 +787,26 @@ mod tests {
     /// method and path, in order.
     async fn requests_of(
         ctx: Arc<Context>,
+        server: crate::fixtures::ApiServerVerifier,
+        restream: Restream,
+    ) -> Vec<(String, String)> {
+        requests_with(ctx, server, restream, None).await
+    }
+
+    /// [`requests_of`], where a GET (of an object the cache cannot tell
+    /// about) finds `existing`, or nothing (404).
+    async fn requests_with(
+        ctx: Arc<Context>,
         mut server: crate::fixtures::ApiServerVerifier,
         restream: Restream,
+        existing: Option<serde_json::Value>,
     ) -> Vec<(String, String)> {
         let answer = serde_json::to_value(&restream).unwrap();
         let mut reconciler = tokio::spawn(reconcile(Arc::new(restream), ctx));
         let mut seen = Vec::new();
         loop {
             let answer = answer.clone();
+            let existing = existing.clone();
             tokio::select! {
                 biased;
                 result = &mut reconciler => {
@@ -772,6 +816,11 @@ mod tests {
                 request = server.next(move |request| match request.method {
                     http::Method::DELETE => (200, serde_json::json!({"kind": "Status",
                         "apiVersion": "v1", "status": "Success", "code": 200})),
+                    http::Method::GET => match existing {
+                        Some(object) => (200, object),
+                        None => (404, serde_json::json!({"kind": "Status", "apiVersion": "v1",
+                            "status": "Failure", "reason": "NotFound", "code": 404})),
+                    },
                     http::Method::POST => (201, request.body.clone()),
                     _ if request.path.ends_with("/status") => (200, answer),
                     _ => (200, request.body.clone()),
@@ -780,9 +829,45 @@ mod tests {
         }
     }
 
+    /// The uid of `Restream::test()`.
+    const OWNER: &str = "5b3c6f1e-0000-4000-8000-000000000001";
+
+    fn owned_by(uid: &str) -> Vec<OwnerReference> {
+        vec![OwnerReference {
+            api_version: "restreamer.io/v1alpha1".into(),
+            kind: "Restream".into(),
+            name: "tv".into(),
+            uid: uid.into(),
+            controller: Some(true),
+            block_owner_deletion: Some(true),
+        }]
+    }
+
+    /// What a GET of `path` finds: an object owned by `Restream::test()`
+    /// (a left-over HPA or ScaledObject the reconcile is to delete).
+    pub(super) fn owned_object(path: &str) -> serde_json::Value {
+        owned_object_of(path, OWNER)
+    }
+
+    /// [`owned_object`], owned by the Restream of uid `owner`.
+    fn owned_object_of(path: &str, owner: &str) -> serde_json::Value {
+        serde_json::json!({"apiVersion": "v1", "kind": "Object",
+            "metadata": {"name": path.rsplit('/').next().unwrap(), "namespace": "media",
+                         "uid": "left-over-1", "ownerReferences": owned_by(owner)}})
+    }
+
     /// A cache of `K`s as the controller keeps it: `listed` once it has
-    /// seen the first list, holding `names` in namespace `media`.
+    /// seen the first list, holding `names` in namespace `media`, owned by
+    /// `Restream::test()`.
     fn cache_of<K>(listed: bool, names: &[&str]) -> Owned<K>
+    where
+        K: Resource<DynamicType = ()> + Clone + 'static,
+    {
+        cache_owned_by(listed, names, OWNER)
+    }
+
+    /// [`cache_of`], the objects owned by the Restream of uid `owner`.
+    fn cache_owned_by<K>(listed: bool, names: &[&str], owner: &str) -> Owned<K>
     where
         K: Resource<DynamicType = ()> + Clone + 'static,
     {
@@ -793,6 +878,7 @@ mod tests {
             let meta = ObjectMeta {
                 name: Some(name.to_string()),
                 namespace: Some("media".into()),
+                owner_references: Some(owned_by(owner)),
                 ..ObjectMeta::default()
             };
             writer.apply_watcher_event(&watcher::Event::InitApply(
@@ -869,18 +955,65 @@ mod tests {
         );
     }
 
+    /// An HPA as the API server returns it, owned by the Restream `owner`.
+    fn hpa_owned_by(owner: &str) -> serde_json::Value {
+        serde_json::json!({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+            "metadata": {"name": "tv", "namespace": "media", "uid": "hpa-uid-1",
+                         "ownerReferences": owned_by(owner)}})
+    }
+
     #[tokio::test]
-    async fn after_a_restart_the_hpa_is_deleted_until_the_cache_has_listed() {
+    async fn after_a_restart_the_hpa_is_read_and_deleted_if_owned_until_the_cache_has_listed() {
         // The operator restarted: its cache has not seen the first list yet,
         // so it cannot tell whether an HPA from before exists.
         let (ctx, server) = Context::test();
         ctx.autoscalers.set(cache_of(false, &[])).ok().unwrap();
-        let requests = requests_of(ctx, server, fixed_count()).await;
+        let requests = requests_with(ctx, server, fixed_count(), Some(hpa_owned_by(OWNER))).await;
         assert_eq!(deletes(&requests), [HPA]);
+        let get = requests.iter().position(|r| r.0 == "GET" && r.1 == HPA);
+        let delete = requests.iter().position(|r| r.0 == "DELETE");
+        assert!(
+            get.is_some() && get < delete,
+            "read before deleted: {requests:?}"
+        );
         // Before the controller runs there is no cache at all: the same.
         let (ctx, server) = Context::test();
-        let requests = requests_of(ctx, server, fixed_count()).await;
+        let requests = requests_with(ctx, server, fixed_count(), Some(hpa_owned_by(OWNER))).await;
         assert_eq!(deletes(&requests), [HPA]);
+        // None there: read, nothing deleted.
+        let (ctx, server) = Context::test();
+        let requests = requests_with(ctx, server, fixed_count(), None).await;
+        assert_eq!(deletes(&requests), Vec::<&str>::new());
+    }
+
+    #[tokio::test]
+    async fn an_hpa_of_the_same_name_the_restream_does_not_own_is_left_alone() {
+        // Somebody scales the Deployment with an HPA of their own.
+        let (ctx, server) = Context::test();
+        ctx.autoscalers
+            .set(cache_owned_by(true, &["tv"], "someone-else"))
+            .ok()
+            .unwrap();
+        let requests = requests_of(ctx, server, fixed_count()).await;
+        assert_eq!(deletes(&requests), Vec::<&str>::new());
+        // The same when the cache cannot tell: the object is read.
+        let (ctx, server) = Context::test();
+        let requests = requests_with(
+            ctx,
+            server,
+            fixed_count(),
+            Some(hpa_owned_by("someone-else")),
+        )
+        .await;
+        assert_eq!(deletes(&requests), Vec::<&str>::new());
+        let (ctx, server) = Context::test();
+        let mut unowned = hpa_owned_by(OWNER);
+        unowned["metadata"]
+            .as_object_mut()
+            .unwrap()
+            .remove("ownerReferences");
+        let requests = requests_with(ctx, server, fixed_count(), Some(unowned)).await;
+        assert_eq!(deletes(&requests), Vec::<&str>::new());
     }
 
     #[tokio::test]
@@ -920,9 +1053,13 @@ mod tests {
                     let hpas = request.path == "/apis/autoscaling/v2/horizontalpodautoscalers"
                         && !request.query.contains("watch=true");
                     if hpas {
-                        (200, list(serde_json::json!([{"apiVersion": "autoscaling/v2",
+                        (
+                            200,
+                            list(serde_json::json!([{"apiVersion": "autoscaling/v2",
                             "kind": "HorizontalPodAutoscaler",
-                            "metadata": {"name": "tv", "namespace": "media", "resourceVersion": "1"}}])))
+                            "metadata": {"name": "tv", "namespace": "media", "resourceVersion": "1",
+                                         "ownerReferences": owned_by(OWNER)}}])),
+                        )
                     } else {
                         (200, list(serde_json::json!([])))
                     }
@@ -938,9 +1075,13 @@ mod tests {
             .expect("the cache is ready after the first list")
             .unwrap();
         controller.abort();
-        assert!(may_exist(Some(cache), "media", "tv"));
-        assert!(!may_exist(Some(cache), "media", "radio"));
-        assert!(!may_exist(Some(cache), "sport", "tv"));
+        assert_eq!(cached(Some(cache), "media", "tv", OWNER), Cached::Owned);
+        assert_eq!(cached(Some(cache), "media", "tv", "other"), Cached::NotOurs);
+        assert_eq!(
+            cached(Some(cache), "media", "radio", OWNER),
+            Cached::NotOurs
+        );
+        assert_eq!(cached(Some(cache), "sport", "tv", OWNER), Cached::NotOurs);
     }
 
     #[tokio::test]
@@ -1067,6 +1208,10 @@ mod tests {
                         "apiVersion": "v1", "status": "Success", "code": 200}),
                     ),
                     http::Method::POST => (201, seen.body.clone()),
+                    http::Method::GET => (
+                        200,
+                        owned_object_of(&seen.path, restream.metadata.uid.as_ref().unwrap()),
+                    ),
                     _ if seen.path.ends_with("/status") => {
                         (200, serde_json::to_value(&restream).unwrap())
                     }
@@ -1097,6 +1242,10 @@ mod tests {
                 (
                     "PATCH",
                     "/apis/policy/v1/namespaces/media/poddisruptionbudgets/tv"
+                ),
+                (
+                    "GET",
+                    "/apis/autoscaling/v2/namespaces/media/horizontalpodautoscalers/tv"
                 ),
                 (
                     "DELETE",
@@ -1233,6 +1382,7 @@ mod rbac_tests {
                     http::Method::DELETE => (404, serde_json::json!({"kind": "Status",
                         "apiVersion": "v1", "code": 404, "status": "Failure", "reason": "NotFound"})),
                     http::Method::POST => (201, request.body.clone()),
+                    http::Method::GET => (200, super::tests::owned_object(&request.path)),
                     _ => {
                         let mut reply = request.body.clone();
                         if let (Some(reply), Some(extra)) = (reply.as_object_mut(), answer.as_object()) {
