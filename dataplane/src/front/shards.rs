@@ -489,6 +489,14 @@ mod tests {
         ShardClient::new(socket, client, Bytes::from_static(b"HEAD\r\n"), None, true)
     }
 
+    /// Publishes 1.9 MB, far more than a stalled pair's buffers hold.
+    async fn fill_until_blocked(hub: &Hub) {
+        for _ in 0..200 {
+            hub.publish(packets(50));
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
     async fn read_some(socket: &mut TcpStream) -> Vec<u8> {
         let mut buffer = vec![0u8; 4096];
         let n = tokio::time::timeout(Duration::from_secs(5), socket.read(&mut buffer))
@@ -624,10 +632,7 @@ mod tests {
         let shards = Shards::start(1);
         let (server, _stalled) = stalled_pair().await;
         shards.add(shard_client(server, &hub, &limits));
-        for _ in 0..200 {
-            hub.publish(packets(50));
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
+        fill_until_blocked(&hub).await;
         assert_eq!(limits.connected(), 1);
         // The stream is removed; no packet will come again.
         hub.close();
@@ -648,10 +653,7 @@ mod tests {
         let shards = Shards::start(1);
         let (server, _stalled) = stalled_pair().await;
         shards.add(shard_client(server, &hub, &limits));
-        for _ in 0..200 {
-            hub.publish(packets(50));
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
+        fill_until_blocked(&hub).await;
         // The upstream goes silent: the hub's sweep no longer runs.
         tokio::time::sleep(Duration::from_secs(1) + SWEEP_INTERVAL * 2).await;
         assert_eq!(

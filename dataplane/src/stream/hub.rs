@@ -1098,6 +1098,34 @@ mod tests {
             hub
         }
 
+        /// A subscriber that has taken all of `stream`, published whole.
+        fn caught_up(hub: &Arc<Hub>, stream: &Stream) -> Subscriber {
+            hub.publish(stream.bytes().into());
+            let mut subscriber = hub.subscribe();
+            while subscriber
+                .next()
+                .now_or_never()
+                .is_some_and(|d| d.is_some())
+            {}
+            subscriber
+        }
+
+        /// Publishes a GOP packet by packet, as `stream.packets`: ten P
+        /// frames, new tables (10, 11), a keyframe (12) and a P frame.
+        fn publish_gop(hub: &Hub, stream: &mut Stream) {
+            stream.packets.clear();
+            for _ in 0..10 {
+                stream.pes(VIDEO, P_FRAME, false);
+            }
+            stream.pat();
+            stream.pmt(&[(0x1B, VIDEO), (0x0F, AUDIO)]);
+            stream.pes(VIDEO, IDR, false);
+            stream.pes(VIDEO, P_FRAME, false);
+            for packet in &stream.packets {
+                hub.publish(Bytes::copy_from_slice(packet));
+            }
+        }
+
         /// PAT, PMT, audio, a P frame, an audio start, the keyframe (6), the
         /// audio unit's continuation (7), a P frame, a whole audio unit.
         fn stream() -> Stream {
@@ -1155,25 +1183,9 @@ mod tests {
             let hub = hub(2, 1 << 20);
             hub.set_min_lag(Duration::ZERO); // the packet count alone
             let mut stream = stream();
-            hub.publish(stream.bytes().into());
-            let mut subscriber = hub.subscribe();
-            while subscriber
-                .next()
-                .now_or_never()
-                .is_some_and(|d| d.is_some())
-            {}
+            let mut subscriber = caught_up(&hub, &stream);
             // It stops reading; ten P frames, then new tables and a keyframe.
-            stream.packets.clear();
-            for _ in 0..10 {
-                stream.pes(VIDEO, P_FRAME, false);
-            }
-            stream.pat();
-            stream.pmt(&[(0x1B, VIDEO), (0x0F, AUDIO)]);
-            stream.pes(VIDEO, IDR, false);
-            stream.pes(VIDEO, P_FRAME, false);
-            for packet in &stream.packets {
-                hub.publish(Bytes::copy_from_slice(packet));
-            }
+            publish_gop(&hub, &mut stream);
             let tables = subscriber.next().await.unwrap();
             assert_eq!(
                 &tables[..],
@@ -1195,26 +1207,10 @@ mod tests {
             let hub = hub(2, 1 << 20);
             hub.set_min_lag(Duration::ZERO);
             let mut stream = stream();
-            hub.publish(stream.bytes().into());
-            let mut subscriber = hub.subscribe();
-            while subscriber
-                .next()
-                .now_or_never()
-                .is_some_and(|d| d.is_some())
-            {}
+            let subscriber = caught_up(&hub, &stream);
             // It never asks again: three GOPs of 14 packets go by.
             for _ in 0..3 {
-                stream.packets.clear();
-                for _ in 0..10 {
-                    stream.pes(VIDEO, P_FRAME, false);
-                }
-                stream.pat();
-                stream.pmt(&[(0x1B, VIDEO), (0x0F, AUDIO)]);
-                stream.pes(VIDEO, IDR, false);
-                stream.pes(VIDEO, P_FRAME, false);
-                for packet in &stream.packets {
-                    hub.publish(Bytes::copy_from_slice(packet));
-                }
+                publish_gop(&hub, &mut stream);
             }
             // What the access log says when it leaves, and the metric.
             let lost = subscriber.dropped_packets();
